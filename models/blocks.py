@@ -34,6 +34,19 @@ from vcam_harmonize.models.functional import (
 StatsHook = Callable[[str, dict[str, Tensor]], dict[str, Tensor]]
 
 
+def full_precision(forward):
+    """Run a block's forward in float32 with autocast off: masked statistics with
+    eps = 1e-7 are meaningless in float16 (and coarse in bfloat16)."""
+
+    def wrapped(self, x: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
+        dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return forward(self, x.to(dtype), mask.to(dtype), stats_hook)
+
+    wrapped.__doc__ = forward.__doc__
+    return wrapped
+
+
 def _exchange(hook: StatsHook | None, name: str, stats: dict[str, Tensor]) -> dict[str, Tensor]:
     return stats if hook is None else hook(name, stats)
 
@@ -73,6 +86,7 @@ class PatchNorm(nn.Module):
         return {"bg_mean": bg_mean, "bg_std": bg_std, "fg_mean": fg_mean, "fg_std": fg_std,
                 "patch_mean": patch_mean}
 
+    @full_precision
     def forward(self, x: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         """x: ``(B, C, H, W)``, mask: ``(B, 1, H, W)`` -> ``(B, C, H, W)``."""
         s = _exchange(stats_hook, self.name, self.statistics(x, mask))
@@ -123,6 +137,7 @@ class PaperPatchNorm(nn.Module):
         return {"bg_mean": bg_mean, "bg_std": bg_std, "fg_mean": fg_mean, "fg_std": fg_std,
                 "local_mean": local_mean, "local_std": local_std}
 
+    @full_precision
     def forward(self, x: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         """x: ``(B, C, H, W)``, mask: ``(B, 1, H, W)`` -> ``(B, C, H, W)``."""
         s = _exchange(stats_hook, self.name, self.statistics(x, mask))
@@ -166,6 +181,7 @@ class PatchFeatureExtractor(nn.Module):
         global_ = reinhard_transfer(fg, fg_mean, fg_std, bg_mean, bg_std)
         return self.mix[0] * local + self.mix[1] * global_
 
+    @full_precision
     def forward(self, image: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         """-> the gate ``(B, 1, 1, 1)`` in [0.5, 1)."""
         features = self.head(torch.cat([image * mask, self.transfer(image, mask)], dim=1))
@@ -185,6 +201,7 @@ class PaperFeatureExtractor(nn.Module):
         self.norm = PaperPatchNorm(grid, trainable=False)
         self.proj = nn.Linear(3, channels)
 
+    @full_precision
     def forward(self, image: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         pooled = self.norm(image, mask).mean(dim=(2, 3))
         gate = self.proj(pooled)[:, :, None, None]

@@ -1,0 +1,123 @@
+"""PersonSegmenter on real photos with the real MediaPipe model, and mask smoothing."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from vcam_harmonize import segmentation
+from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.segmentation import PersonSegmenter, smooth_mask
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    with PersonSegmenter() as seg:
+        yield seg
+
+
+def top_corners(mask: np.ndarray) -> list[float]:
+    h, w = mask.shape
+    return [float(mask[: h // 8, : w // 8].mean()), float(mask[: h // 8, -w // 8 :].mean())]
+
+
+@pytest.mark.parametrize("model", ["landscape", "general"])
+def test_mask_covers_person_not_background(model, astronaut, grace_hopper):
+    with PersonSegmenter(model) as seg:
+        for image, (rows, cols) in (
+            (astronaut, (slice(90, 180), slice(170, 270))),
+            (grace_hopper, (slice(130, 300), slice(180, 330))),
+        ):
+            seg.reset()
+            mask = seg.segment(image)
+            assert mask.shape == image.shape[:2] and mask.dtype == np.float32
+            assert 0.0 <= mask.min() and mask.max() <= 1.0
+            assert mask[rows, cols].mean() > 0.8
+            assert max(top_corners(mask)) < 0.2
+
+
+def test_hd_frame_is_processed_small_and_returned_full_size(segmenter, astronaut):
+    segmenter.reset()
+    frame = cv2.resize(astronaut, (1280, 720))
+    mask = segmenter.segment(frame)
+    assert mask.shape == (720, 1280) and mask.dtype == np.float32
+    assert 0.3 < (mask > 0.5).mean() < 0.8
+    assert max(top_corners(mask)) < 0.2
+
+
+def test_threshold_gives_binary_mask_and_feather_softens_it(astronaut):
+    with PersonSegmenter(smoothing=0, threshold=0.5) as hard:
+        binary = hard.segment(astronaut)
+    assert set(np.unique(binary)) <= {0.0, 1.0}
+    with PersonSegmenter(smoothing=0, threshold=0.5, feather=6) as soft:
+        feathered = soft.segment(astronaut)
+    between = ((feathered > 0.05) & (feathered < 0.95)).mean()
+    assert between > 2 * ((binary > 0.05) & (binary < 0.95)).mean()
+    assert abs(feathered.mean() - binary.mean()) < 0.05
+
+
+def test_bad_settings_and_missing_model_are_input_errors(monkeypatch):
+    with pytest.raises(InputError, match="unknown segmentation model"):
+        PersonSegmenter("portrait")
+    with pytest.raises(InputError, match="smoothing"):
+        PersonSegmenter(smoothing=1.5)
+    monkeypatch.setitem(segmentation.MODEL_FILES, "landscape", "no_such_model.tflite")
+    with pytest.raises(InputError, match="pip install mediapipe==0.10.21"):
+        PersonSegmenter()
+
+
+def flicker(masks: list[np.ndarray]) -> float:
+    return float(
+        np.mean([np.abs(a - b).mean() for a, b in zip(masks[:-1], masks[1:], strict=True)])
+    )
+
+
+def test_smooth_mask_steadies_noise_but_follows_motion():
+    rng = np.random.default_rng(0)
+    still = np.zeros((40, 80), np.float32)
+    still[:, :40] = 1.0
+    noisy = [
+        np.clip(still + rng.normal(0, 0.1, still.shape), 0, 1).astype(np.float32) for _ in range(20)
+    ]
+    smoothed, state = [], noisy[0]
+    for mask in noisy[1:]:
+        state = smooth_mask(state, mask, 0.8)
+        smoothed.append(state)
+    assert flicker(smoothed) < 0.5 * flicker(noisy[1:])
+
+    moved = np.roll(still, 20, axis=1)  # the edge jumps 20 px right
+    state = smooth_mask(state, moved, 0.8)
+    assert np.abs(state - moved).max() < 0.15  # followed at once: no ghost
+    assert np.array_equal(smooth_mask(still, moved, 0.0), moved)
+
+
+def test_segmenter_flickers_less_with_smoothing_and_follows_a_move(astronaut):
+    rng = np.random.default_rng(1)
+    frames = [
+        np.clip(astronaut + rng.normal(0, 12, astronaut.shape), 0, 255).astype(np.uint8)
+        for _ in range(8)
+    ]
+    results = {}
+    for smoothing in (0.0, 0.8):
+        with PersonSegmenter(smoothing=smoothing) as seg:
+            results[smoothing] = [seg.segment(f) for f in frames]
+            shifted = np.ascontiguousarray(np.roll(astronaut, -120, axis=1))
+            followed = [seg.segment(shifted) for _ in range(3)]
+        results[smoothing, "moved"] = followed
+    assert flicker(results[0.8]) < 0.7 * flicker(results[0.0])
+    target = results[0.0, "moved"][-1]
+    close = [np.abs(mask - target).mean() < 0.01 for mask in results[0.8, "moved"]]
+    assert any(close)  # followed within 3 frames
+    # where the face was (background after the shift) no ghost remains, from the first frame
+    assert results[0.8][-1][90:180, 200:270].mean() > 0.8
+    assert results[0.8, "moved"][0][90:180, 200:270].mean() < 0.1
+
+
+def test_reset_and_close(astronaut):
+    seg = PersonSegmenter()
+    seg.segment(astronaut)
+    seg.reset()
+    assert seg.segment(astronaut[:200]).shape == (200, 512)
+    seg.close()
+    seg.close()

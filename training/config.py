@@ -1,0 +1,203 @@
+"""Training configuration: TOML files checked against typed dataclasses.
+
+A config names the model, the datasets, the loss and the staged schedule of Sec. 5.1
+(encoder-decoder without PFE; PFE added with the encoder frozen; all at a low rate).
+Unknown keys and wrong types are :class:`InputError` with the offending key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from vcam_harmonize.models.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class ModelSection:
+    name: str = "lite"  # a named configuration of PHNet.from_config
+    init: str = ""  # optional weights to start from (ours or the authors')
+
+
+@dataclass
+class DataSet:
+    kind: str = "folder"  # "folder", "iharmony4" or "ffhqh"
+    root: str = ""
+    name: str = ""  # label in logs and reports; defaults to the folder name
+    split: str = "random"  # folder sets: "random", "scenes" or "portraits" (by person)
+    val_count: int = 200  # held-out photos of a "scenes"/"random" split
+    val_fraction: float = 0.2  # held-out share of a "portraits" split
+    repeat: int = 1  # how often the training part is repeated per epoch
+    transfer_prob: float = 0.0  # folder sets: colour transfer toward another photo
+    real_root: str = ""  # ffhqh: folder of the real images
+    subsets: list[str] = field(
+        default_factory=lambda: ["HCOCO", "HFlickr", "Hday2night", "HAdobe5k"]
+    )
+
+
+@dataclass
+class DataSection:
+    size: int = 256
+    hflip: float = 0.3
+    workers: int = 2
+    seed: int = 0
+    on_error: str = "skip"  # bad samples: "skip" (logged) or "stop"
+    sets: list[DataSet] = field(default_factory=list)
+
+
+@dataclass
+class LossSection:
+    variant: str = "paper"  # "paper", "authors" or "blended"
+    weights: list[float] = field(default_factory=lambda: [0.2, 0.01, 0.01])
+    min_area: float = 100.0
+
+
+@dataclass
+class Stage:
+    name: str = "main"
+    epochs: int = 1
+    lr: float = 1e-4
+    pfe: bool = True  # whether the PFE gates the SE block
+    freeze_encoder: bool = False
+
+
+@dataclass
+class TrainSection:
+    batch_size: int = 16
+    seed: int = 42
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this long; 0 = no limit
+    log_every: int = 50
+    val_every: int = 1  # epochs between validations
+    val_limit: int = 0  # validate on at most this many samples per set; 0 = all
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    stages: list[Stage] = field(default_factory=lambda: [Stage()])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise InputError(f"config: {where or 'top level'} must be a table, got {data!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(
+            f"config: unknown key {where + '.' if where else ''}{unknown[0]} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    values = {}
+    for key, value in data.items():
+        values[key] = _convert(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**values)
+
+
+def _convert(hint, value: Any, where: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if get_origin(hint) is list:
+        (item,) = get_args(hint)
+        if not isinstance(value, list):
+            raise InputError(f"config: {where} must be a list, got {value!r}")
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
+        raise InputError(f"config: {where} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Range checks that types cannot express."""
+    checks = [
+        (
+            config.data.size > 0 and config.data.size % 8 == 0,
+            "data.size must be a positive multiple of 8",
+        ),
+        (0.0 <= config.data.hflip <= 1.0, "data.hflip must be in [0, 1]"),
+        (config.data.on_error in ("skip", "stop"), "data.on_error must be 'skip' or 'stop'"),
+        (
+            config.loss.variant in ("paper", "authors", "blended"),
+            "loss.variant must be 'paper', 'authors' or 'blended'",
+        ),
+        (len(config.loss.weights) == 3, "loss.weights needs three numbers"),
+        (config.train.batch_size > 0, "train.batch_size must be positive"),
+        (len(config.stages) > 0, "at least one [[stages]] entry is needed"),
+        (
+            all(s.epochs > 0 and s.lr > 0 for s in config.stages),
+            "every stage needs epochs > 0 and lr > 0",
+        ),
+        (len(config.data.sets) > 0, "at least one [[data.sets]] entry is needed"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(f"config: {message}")
+    for i, ds in enumerate(config.data.sets):
+        if ds.kind not in ("folder", "iharmony4", "ffhqh"):
+            raise InputError(f"config: data.sets[{i}].kind must be folder, iharmony4 or ffhqh")
+        if ds.split not in ("random", "scenes", "portraits"):
+            raise InputError(f"config: data.sets[{i}].split must be random, scenes or portraits")
+        if not ds.root:
+            raise InputError(f"config: data.sets[{i}].root is empty")
+    return config
+
+
+def _set_dotted(data: dict, dotted: str, raw: str) -> None:
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    node: Any = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML config (a path or the name of a shipped config) with ``key=value``
+    overrides in dotted form (``train.batch_size=8``, ``data.sets.0.root=/data``)."""
+    path = Path(path)
+    if not path.is_file() and (CONFIG_DIR / f"{path.name}.toml").is_file():
+        path = CONFIG_DIR / f"{path.name}.toml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.toml")))
+        raise InputError(f"{path}: config not found (shipped configs: {shipped})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a valid TOML file: {err}") from None
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise InputError(f"override {item!r} must look like key=value")
+        try:
+            _set_dotted(data, key.strip(), raw.strip())
+        except (IndexError, ValueError, AttributeError, TypeError):
+            raise InputError(f"override {item!r}: no such place in the config") from None
+    return validate(_build(TrainConfig, data, ""))

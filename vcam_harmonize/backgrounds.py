@@ -1,0 +1,339 @@
+"""Backgrounds the person is put on: image, looped video, blur, solid colour, passthrough.
+
+``load_background(spec, size)`` turns a user's choice into a :class:`Background` whose
+``frame(camera_frame, mask)`` gives the background at the output size (width, height),
+cover-cropped. Every bad file becomes an :class:`InputError` with one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import struct
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+
+from vcam_harmonize.compositing import cover_crop
+from vcam_harmonize.models.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 50_000_000
+DEFAULT_BLUR = 15.0
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif"}
+_ASSETS = Path(__file__).parent / "assets" / "backgrounds"
+_MAX_SKIPPED_FRAMES = 4
+_BLUR_WORK_SIGMA = 2.0
+_BLUR_WEIGHT_FLOOR = 1e-3
+
+
+def default_backgrounds() -> list[Path]:
+    """The background images shipped with the package, sorted by name."""
+    return sorted(p for p in _ASSETS.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) declared in a PNG, JPEG, BMP or WebP header; None otherwise.
+
+    Reads only the header, so a decompression bomb can be refused before decoding.
+    """
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head.startswith(b"\x89PNG\r\n\x1a\n"):
+            return struct.unpack(">II", head[16:24])
+        if head.startswith(b"BM"):
+            width, height = struct.unpack("<ii", head[18:26])
+            return abs(width), abs(height)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            return _webp_size(head)
+        if head.startswith(b"\xff\xd8"):
+            f.seek(2)
+            return _jpeg_size(f)
+    return None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    return None
+
+
+def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
+    """Walk JPEG marker segments (file positioned after SOI) to the first SOFn."""
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        kind = marker[1]
+        if kind == 0xFF:  # fill byte
+            f.seek(-1, 1)
+            continue
+        length_bytes = f.read(2)
+        if len(length_bytes) < 2:
+            return None
+        length = struct.unpack(">H", length_bytes)[0]
+        if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+            frame_header = f.read(5)
+            if len(frame_header) < 5:
+                return None
+            height, width = struct.unpack(">xHH", frame_header)
+            return width, height
+        f.seek(length - 2, 1)
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any ``cv2.imread(..., IMREAD_UNCHANGED)`` result -> uint8 RGB (H, W, 3).
+
+    Handles grey, BGR, BGRA (composited over black) and 16-bit or float images.
+    """
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) * (1.0 / 257.0) + 0.5).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        alpha = image[:, :, 3:].astype(np.float32) * (1.0 / 255.0)
+        image = (image[:, :, :3] * alpha + 0.5).astype(np.uint8)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB, refusing bombs (> 50 Mpx) and corrupt files."""
+    size = header_size(path)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InputError(
+            f"image {path} is {size[0]}x{size[1]} pixels, over the "
+            f"{MAX_PIXELS // 1_000_000} megapixel limit; use a smaller image"
+        )
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise InputError(f"cannot decode image {path} (corrupt or truncated file?)")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise InputError(f"image {path} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
+    return to_rgb8(image)
+
+
+def blur_background(frame: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur of ``frame`` (uint8 RGB (H, W, 3)) with the person (``mask`` (H, W)) left out.
+
+    Normalized convolution ``blur(frame * w) / blur(w)`` with ``w = 1 - mask``, so no
+    person colour bleeds into the background (no halo). Computed at a size reduced by a
+    power of two that leaves the Gaussian sigma at 2-4 px, then upsampled.
+    """
+    height, width = frame.shape[:2]
+    # a power-of-two reduction (OpenCV's fast path) that leaves sigma at 2-4 px
+    factor = 2 ** max(0, int(math.log2(sigma / _BLUR_WORK_SIGMA)))
+    work_size = (max(1, width // factor), max(1, height // factor))
+    small = cv2.resize(frame, work_size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    mask = mask.astype(np.float32, copy=False)
+    weight = 1.0 - cv2.resize(mask, work_size, interpolation=cv2.INTER_AREA)
+    # a reduced pixel that mixes person and background counts as person: nothing leaks
+    weight = cv2.erode(weight, np.ones((3, 3), np.uint8)) + _BLUR_WEIGHT_FLOOR
+    work_sigma = sigma / factor
+    numerator = cv2.GaussianBlur(small * weight[:, :, None], (0, 0), work_sigma)
+    denominator = cv2.GaussianBlur(weight, (0, 0), work_sigma)
+    blurred = (numerator / denominator[:, :, None] + 0.5).astype(np.uint8)
+    return cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+class Background:
+    """A background source; ``frame()`` returns uint8 RGB at ``size`` = (width, height).
+
+    ``passthrough`` is True when the real camera background is kept (harmonization off).
+    """
+
+    passthrough = False
+
+    def __init__(self, spec: str, size: tuple[int, int]) -> None:
+        self.spec, self.size = spec, size
+
+    def frame(self, camera_frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The background for this camera frame and person mask."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release files or devices held (nothing for most backgrounds)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r}, size={self.size})"
+
+
+class StillBackground(Background):
+    """A fixed picture: an image file or a solid colour."""
+
+    def __init__(self, spec: str, image: np.ndarray, size: tuple[int, int]) -> None:
+        super().__init__(spec, size)
+        self._image = np.ascontiguousarray(cover_crop(image, size))
+
+    def frame(self, camera_frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._image
+
+
+class VideoBackground(Background):
+    """A looped video file played at its own frame rate; holds its last good frame."""
+
+    def __init__(self, path: Path, size: tuple[int, int]) -> None:
+        super().__init__(str(path), size)
+        self._cap = cv2.VideoCapture(str(path))
+        ok, bgr = self._cap.read() if self._cap.isOpened() else (False, None)
+        if not ok:
+            self._cap.release()
+            raise InputError(f"cannot read {path}: not an image or video OpenCV can decode")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self._period = 1.0 / fps if 0 < fps < 1000 else 1.0 / 30
+        self._frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._image = cover_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+        self._position = 1  # frames read since the last rewind
+        self._shown = 0  # playback frames shown since start
+        self._start: float | None = None
+        self._warned = False
+        self._broken = False
+
+    def frame(self, camera_frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        due = int((now - self._start) / self._period)
+        if due > self._shown and not self._broken:
+            self._advance(min(due - self._shown, _MAX_SKIPPED_FRAMES))
+            self._shown = due
+        return self._image
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def _advance(self, steps: int) -> None:
+        """Move ``steps`` frames on (looping at the end) and decode the last one."""
+        for _ in range(steps):
+            if not self._cap.grab():
+                if self._position < 0.9 * self._frame_count:
+                    self._warn_once(
+                        f"video background {self.spec} ended early (truncated?); "
+                        "looping the part that plays"
+                    )
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                self._position = 0
+                if not self._cap.grab():
+                    self._warn_once(
+                        f"video background {self.spec} stopped decoding; "
+                        "keeping its last good frame"
+                    )
+                    self._broken = True
+                    return
+            self._position += 1
+        ok, bgr = self._cap.retrieve()
+        if ok:
+            self._image = cover_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.size)
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            log.warning(message)
+            self._warned = True
+
+
+class BlurBackground(Background):
+    """The real background, blurred with Gaussian ``sigma`` px, without a person halo."""
+
+    def __init__(self, spec: str, sigma: float, size: tuple[int, int]) -> None:
+        super().__init__(spec, size)
+        self.sigma = sigma
+
+    def frame(self, camera_frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return cover_crop(blur_background(camera_frame, mask, self.sigma), self.size)
+
+
+class PassthroughBackground(Background):
+    """The real camera background, untouched; harmonization is off."""
+
+    passthrough = True
+
+    def frame(self, camera_frame: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return cover_crop(camera_frame, self.size)
+
+
+def load_background(spec: str | Path, size: tuple[int, int]) -> Background:
+    """Make the background ``spec`` names, at output ``size`` = (width, height).
+
+    ``spec``: an image or video path, ``"blur"`` / ``"blur:N"`` (Gaussian sigma N px,
+    default 15), ``"#rrggbb"`` or ``"none"`` (passthrough). Raises InputError if unusable.
+    """
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.lower() == "none":
+            return PassthroughBackground("none", size)
+        if text.lower() == "blur" or text.lower().startswith("blur:"):
+            return BlurBackground(text, _blur_strength(text), size)
+        if text.startswith("#"):
+            if not re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+                raise InputError(f"colour {text!r} is not of the form #rrggbb")
+            rgb = tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))
+            return StillBackground(text, np.full((size[1], size[0], 3), rgb, np.uint8), size)
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(f"background file not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"background file {path} is empty (0 bytes)")
+    if path.suffix.lower() != ".gif" and cv2.haveImageReader(str(path)):
+        return StillBackground(str(path), read_image(path), size)
+    return VideoBackground(path, size)
+
+
+def _blur_strength(text: str) -> float:
+    if ":" not in text:
+        return DEFAULT_BLUR
+    value = text.split(":", 1)[1]
+    try:
+        sigma = float(value)
+    except ValueError:
+        sigma = 0.0
+    if not 0 < sigma <= 200:
+        raise InputError(f"blur strength {value!r} must be a number in (0, 200], e.g. blur:15")
+    return sigma
+
+
+class BackgroundCycler:
+    """Cycles through the images and videos of a folder (sorted by name).
+
+    Unreadable files are skipped with a warning; ``current`` is the loaded Background.
+    """
+
+    def __init__(self, folder: str | Path, size: tuple[int, int]) -> None:
+        self.folder, self.size = Path(folder).expanduser(), size
+        if not self.folder.is_dir():
+            raise InputError(f"background folder not found: {self.folder}")
+        suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+        self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in suffixes)
+        if not self.paths:
+            raise InputError(f"no images or videos in background folder {self.folder}")
+        self._position = -1
+        self.current: Background | None = None
+        self.next()
+
+    def next(self) -> Background:
+        """Load the next readable file (wrapping around) and make it ``current``."""
+        for _ in self.paths:
+            self._position = (self._position + 1) % len(self.paths)
+            try:
+                background = load_background(self.paths[self._position], self.size)
+            except InputError as err:
+                log.warning("skipping background: %s", err)
+                continue
+            if self.current is not None:
+                self.current.close()
+            self.current = background
+            return background
+        raise InputError(f"no readable image or video in background folder {self.folder}")

@@ -1,0 +1,119 @@
+"""``python -m vcam_harmonize.bench``: the project's benchmark.
+
+``--model-only`` times PHNet alone: for each configuration its parameters, MACs and the
+median forward time at each size, on the CPU and on CUDA when present, one JSON line
+per configuration and device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from vcam_harmonize.models import CONFIGS, PHNet
+from vcam_harmonize.models.phnet import count_parameters
+
+
+def count_macs(model: PHNet, size: int) -> int:
+    """Multiply-accumulates of one forward pass at ``size x size``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    image, mask = _inputs(size, "cpu")
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(image, mask)
+    return counter.get_total_flops() // 2
+
+
+def _inputs(size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, size, size, generator=gen)
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4 :, size // 4 : 3 * size // 4] = 1
+    return image.to(device), mask.to(device)
+
+
+def time_forward(model: PHNet, size: int, device: str, repeats: int, half: bool) -> float:
+    """Median milliseconds of one forward pass (after warm-up)."""
+    image, mask = _inputs(size, device)
+    use_amp = half and device.startswith("cuda")
+    times = []
+    with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=use_amp):
+        for i in range(repeats + 3):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(image, mask)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= 3:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def model_only(configs: list[str], sizes: list[int], devices: list[str], repeats: int,
+               threads: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    rows = []
+    for name in configs:
+        model = PHNet.from_config(name).eval()
+        params = count_parameters(model)
+        macs = {str(s): count_macs(model, s) for s in sizes}
+        for device in devices:
+            net = model.to(device).to(memory_format=torch.channels_last)
+            row = {"config": name, "device": _device_name(device), "params": params,
+                   "gmacs": {k: round(v / 1e9, 3) for k, v in macs.items()},
+                   "threads": threads if device == "cpu" else None,
+                   "precision": "fp16-autocast" if device.startswith("cuda") else "fp32",
+                   "median_ms": {str(s): round(time_forward(net, s, device, repeats,
+                                                            half=True), 2) for s in sizes}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        model.to("cpu")
+    return rows
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return "cpu"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vcam_harmonize.bench",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--model-only", action="store_true",
+                        help="time PHNet alone (each configuration, each size)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: the CPU, and CUDA too when present")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.device == "auto":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but PyTorch sees no CUDA GPU; use --device cpu",
+              file=sys.stderr)
+        return 2
+    else:
+        devices = [args.device]
+    if args.model_only:
+        model_only(args.configs, args.sizes, devices, args.repeats, args.threads)
+        return 0
+    print("error: the pipeline benchmark is not available yet; use --model-only",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

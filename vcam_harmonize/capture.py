@@ -1,0 +1,279 @@
+"""Camera and video-file capture on a thread that keeps only the newest frame.
+
+``Capture`` reads ``cv2.VideoCapture`` on its own thread and hands over the newest frame
+through a one-slot buffer, so a slow consumer never sees stale frames. Video files loop
+(paced at their frame rate unless ``paced=False``); a camera that stops delivering is
+reopened with a growing back-off while the thread keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import cv2
+import numpy as np
+
+from vcam_harmonize.compositing import cover_crop
+from vcam_harmonize.models.errors import InputError
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_START_S = 0.5
+_BACKOFF_MAX_S = 5.0
+_JOIN_TIMEOUT_S = 2.0
+
+
+class Frame(NamedTuple):
+    """One captured frame: RGB uint8 (H, W, 3), running index, ``time.monotonic()`` stamp."""
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+
+
+class FrameSource(Protocol):
+    """What the pipeline needs from an input: started, read, stopped."""
+
+    state: str
+    fps: float
+
+    def start(self) -> FrameSource: ...
+
+    def read(self, timeout: float = 1.0) -> Frame | None: ...
+
+    def stop(self) -> None: ...
+
+
+def _camera_index(source: int | str | Path) -> int | None:
+    """The camera index ``source`` names (``2``, ``"2"``, ``/dev/video2``), else None."""
+    if isinstance(source, int):
+        return source
+    text = str(source)
+    if text.isdigit():
+        return int(text)
+    match = re.fullmatch(r"/dev/video(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+def list_cameras(max_index: int = 10) -> list[int]:
+    """Indices below ``max_index`` of the cameras that open and deliver a frame.
+
+    On Linux only indices with a ``/dev/videoN`` node are tried, which keeps this quick.
+    """
+    found = []
+    for index in range(max_index):
+        if sys.platform == "linux" and not Path(f"/dev/video{index}").exists():
+            continue
+        cap = cv2.VideoCapture(index)
+        try:
+            if cap.isOpened() and cap.read()[0]:
+                found.append(index)
+        finally:
+            cap.release()
+    return found
+
+
+class Capture:
+    """Threaded capture from a camera index, a ``/dev/videoN`` path or a video file.
+
+    Args:
+        source: camera index (``0``), device path (``/dev/video0``) or video file path.
+        width, height: wanted frame size; asked of the camera, and every frame is
+            cover-cropped to it when both are given.
+        fps: frame rate asked of the camera.
+        paced: play video files at their own frame rate (``False`` reads them as fast as
+            possible, for benchmarks).
+
+    ``state`` is ``"running"``, ``"reconnecting"`` or ``"stopped"``; ``fps`` is the
+    measured delivery rate. Use as a context manager or call ``start()``/``stop()``.
+    """
+
+    def __init__(
+        self,
+        source: int | str | Path,
+        width: int | None = None,
+        height: int | None = None,
+        fps: float | None = None,
+        paced: bool = True,
+    ) -> None:
+        self.source = source
+        self.width, self.height, self.requested_fps = width, height, fps
+        self.paced = paced
+        self.index = _camera_index(source)
+        self.state = "stopped"
+        self._cap: cv2.VideoCapture | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Condition()
+        self._latest: Frame | None = None
+        self._last_read = -1
+        self._stamps: deque[float] = deque(maxlen=30)
+        self._backoff = _BACKOFF_START_S
+
+    @property
+    def is_file(self) -> bool:
+        """True when the source is a video file (looped) rather than a camera."""
+        return self.index is None
+
+    @property
+    def fps(self) -> float:
+        """Frames per second delivered over the last (up to) 30 frames; 0 before two."""
+        with self._ready:
+            stamps = list(self._stamps)
+        if len(stamps) < 2 or stamps[-1] <= stamps[0]:
+            return 0.0
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+
+    def start(self) -> Capture:
+        """Open the source and start the reader thread; raise InputError if it won't open."""
+        if self._thread is not None:
+            return self
+        if self.is_file and not Path(self.source).is_file():
+            raise InputError(f"video file not found: {self.source}")
+        self._cap = self._open()
+        if self._cap is None or (self.is_file and not self._cap.grab()):
+            if self._cap is not None:
+                self._cap.release()
+            raise InputError(self._open_failure_message())
+        if self.is_file:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        self._stop.clear()
+        self._latest, self._last_read = None, -1
+        self._stamps.clear()
+        self.state = "running"
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread (joined within 2 s) and release the device."""
+        self._stop.set()
+        with self._ready:
+            self._ready.notify_all()
+        if self._thread is not None:
+            self._thread.join(_JOIN_TIMEOUT_S)
+            if self._thread.is_alive():
+                log.warning("capture thread did not stop within %.0f s", _JOIN_TIMEOUT_S)
+            self._thread = None
+        self.state = "stopped"
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        """Wait up to ``timeout`` s for a frame newer than the last one read.
+
+        Returns the newest frame (frames in between are dropped), or None on timeout or
+        when stopped.
+        """
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while self._latest is None or self._latest.index <= self._last_read:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._ready.wait(remaining)
+            self._last_read = self._latest.index
+            return self._latest
+
+    def __enter__(self) -> Capture:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _open(self) -> cv2.VideoCapture | None:
+        """A ready ``cv2.VideoCapture`` for the source, or None if it won't open."""
+        if self.is_file:
+            cap = cv2.VideoCapture(str(self.source))
+        else:
+            cap = cv2.VideoCapture(self.index)
+            for prop, value in (
+                (cv2.CAP_PROP_FRAME_WIDTH, self.width),
+                (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
+                (cv2.CAP_PROP_FPS, self.requested_fps),
+            ):
+                if value:
+                    cap.set(prop, value)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
+
+    def _open_failure_message(self) -> str:
+        if self.is_file:
+            return f"cannot read video file {self.source} (not a video OpenCV can decode)"
+        cameras = list_cameras()
+        offer = ", ".join(map(str, cameras)) if cameras else "none found"
+        return f"camera {self.source} does not open; cameras that do: {offer}"
+
+    def _run(self) -> None:
+        """Reader loop: deliver frames; loop files; reopen cameras that stop."""
+        cap = self._cap
+        frame_period = self._file_frame_period(cap)
+        next_due = time.monotonic()
+        index = 0
+        try:
+            while not self._stop.is_set():
+                ok, bgr = cap.read()
+                if not ok and self.is_file:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                    ok, bgr = cap.read()
+                if not ok:
+                    cap.release()
+                    cap = self._reconnect()
+                    if cap is None:
+                        break
+                    continue
+                self._backoff = _BACKOFF_START_S
+                if frame_period:
+                    delay = next_due - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                    next_due = max(next_due, time.monotonic() - frame_period) + frame_period
+                self._publish(bgr, index)
+                index += 1
+        finally:
+            if cap is not None:
+                cap.release()
+            self._cap = None
+            self.state = "stopped"
+
+    def _file_frame_period(self, cap: cv2.VideoCapture) -> float:
+        """Seconds between frames when pacing a file; 0 for cameras or unpaced files."""
+        if not (self.is_file and self.paced):
+            return 0.0
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        return 1.0 / fps if 0 < fps < 1000 else 1.0 / 30
+
+    def _reconnect(self) -> cv2.VideoCapture | None:
+        """Reopen the source with back-off until it opens; None once stopped.
+
+        The wait starts at 0.5 s and doubles up to 5 s; it only starts over after a frame
+        arrives, so a device that opens but delivers nothing is not hammered.
+        """
+        self.state = "reconnecting"
+        log.warning("%s stopped delivering frames; reconnecting", self.source)
+        while not self._stop.wait(self._backoff):
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+            cap = self._open()
+            if cap is not None:
+                log.info("%s reopened", self.source)
+                self.state = "running"
+                return cap
+        return None
+
+    def _publish(self, bgr: np.ndarray, index: int) -> None:
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if self.width and self.height:
+            rgb = cover_crop(rgb, (self.width, self.height))
+        now = time.monotonic()
+        with self._ready:
+            self._stamps.append(now)
+            self._latest = Frame(rgb, index, now)
+            self._ready.notify_all()

@@ -1,0 +1,175 @@
+"""Person mask from MediaPipe selfie segmentation, smoothed over time and refined at edges.
+
+The model files ship inside the mediapipe 0.10.21 wheel (``modules/selfie_segmentation``),
+so nothing is downloaded. The mask is computed, smoothed and refined at a reduced working
+size (height <= 360 px) and upsampled once to the frame size.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import kornia
+import numpy as np
+import torch
+
+from vcam_harmonize.models.errors import InputError
+
+MEDIAPIPE_VERSION = "0.10.21"
+MODEL_FILES = {
+    "landscape": "selfie_segmentation_landscape.tflite",
+    "general": "selfie_segmentation.tflite",
+}
+_WORK_HEIGHT = 360
+_MOTION_DIFF = 0.4
+_GUIDE_KERNEL = 9
+_GUIDE_EPS = 1e-3
+
+
+def model_path(model: str = "landscape") -> Path:
+    """Path of the selfie-segmentation ``.tflite`` inside the installed mediapipe package."""
+    if model not in MODEL_FILES:
+        raise InputError(f"unknown segmentation model {model!r}; choose one of {list(MODEL_FILES)}")
+    install = f"install it with: pip install mediapipe=={MEDIAPIPE_VERSION}"
+    try:
+        import mediapipe
+    except ImportError as err:
+        raise InputError(f"mediapipe is not installed; {install}") from err
+    path = Path(mediapipe.__file__).parent / "modules" / "selfie_segmentation" / MODEL_FILES[model]
+    if not path.is_file():
+        raise InputError(
+            f"mediapipe {mediapipe.__version__} does not ship {path.name} "
+            f"(only {MEDIAPIPE_VERSION} does); {install}"
+        )
+    return path
+
+
+def smooth_mask(previous: np.ndarray, current: np.ndarray, smoothing: float) -> np.ndarray:
+    """Motion-adaptive exponential moving average of two masks (H, W) in [0, 1].
+
+    The per-pixel update rate is ``1 - smoothing`` where the masks agree and rises
+    quadratically to 1 where they differ by ``_MOTION_DIFF`` or more, so still regions
+    are steady while a moving edge is followed at once (no ghost trail).
+    """
+    delta = current - previous
+    change = np.minimum(np.abs(delta) * (1.0 / _MOTION_DIFF), 1.0)
+    rate = (1.0 - smoothing) + smoothing * change * change
+    return previous + rate * delta
+
+
+def refine_mask(mask: np.ndarray, guide: np.ndarray) -> np.ndarray:
+    """Snap a soft mask (H, W) to image edges with a guided filter; ``guide`` is grey (H, W).
+
+    Both are float32 in [0, 1]; uses ``kornia.filters.guided_blur`` (fast variant,
+    subsample 2). Returns float32 (H, W) clipped to [0, 1].
+    """
+    with torch.inference_mode():
+        refined = kornia.filters.guided_blur(
+            torch.from_numpy(guide)[None, None],
+            torch.from_numpy(mask)[None, None],
+            _GUIDE_KERNEL,
+            _GUIDE_EPS,
+            subsample=2,
+        )
+        return refined[0, 0].clamp_(0.0, 1.0).numpy()
+
+
+class PersonSegmenter:
+    """Soft person mask for RGB frames, via MediaPipe's ImageSegmenter (VIDEO mode).
+
+    Args:
+        model: ``"landscape"`` (144x256, faster) or ``"general"`` (256x256).
+        smoothing: temporal smoothing in [0, 1); 0 turns it off.
+        refine: guided-filter edge refinement against the frame.
+        threshold: if set, binarize the mask at this value (hard edge).
+        feather: Gaussian blur sigma in frame pixels applied last (0 = off).
+    """
+
+    def __init__(
+        self,
+        model: str = "landscape",
+        smoothing: float = 0.5,
+        refine: bool = True,
+        threshold: float | None = None,
+        feather: float = 0,
+    ) -> None:
+        if not 0 <= smoothing < 1:
+            raise InputError(f"mask smoothing must be in [0, 1), got {smoothing}")
+        if threshold is not None and not 0 < threshold < 1:
+            raise InputError(f"mask threshold must be in (0, 1), got {threshold}")
+        if feather < 0:
+            raise InputError(f"mask feather must be >= 0 px, got {feather}")
+        path = model_path(model)
+        import mediapipe
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mediapipe
+        options = vision.ImageSegmenterOptions(
+            base_options=BaseOptions(model_asset_path=str(path)),
+            running_mode=vision.RunningMode.VIDEO,
+            output_confidence_masks=True,
+            output_category_mask=False,
+        )
+        self._segmenter = vision.ImageSegmenter.create_from_options(options)
+        self.model, self.smoothing, self.refine = model, smoothing, refine
+        self.threshold, self.feather = threshold, feather
+        self._timestamp_ms = -1
+        self._mask: np.ndarray | None = None
+
+    def segment(self, frame: np.ndarray) -> np.ndarray:
+        """Person mask for ``frame`` (uint8 RGB (H, W, 3)) as float32 (H, W) in [0, 1]."""
+        height, width = frame.shape[:2]
+        scale = min(1.0, _WORK_HEIGHT / height)
+        small = frame
+        if scale < 1:
+            work_size = (round(width * scale), round(height * scale))
+            small = cv2.resize(frame, work_size, interpolation=cv2.INTER_AREA)
+        mask = self._smoothed(self._infer(np.ascontiguousarray(small)))
+        if self.refine:
+            guide = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
+            mask = refine_mask(mask, guide)
+        if self.feather:  # the blur hides the upsampling, so work small
+            mask = cv2.GaussianBlur(self._binarized(mask), (0, 0), sigmaX=self.feather * scale)
+        if scale < 1:
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+        return mask if self.feather else self._binarized(mask)
+
+    def reset(self) -> None:
+        """Forget the temporal state (call after a cut, e.g. a new input)."""
+        self._mask = None
+
+    def close(self) -> None:
+        """Release the MediaPipe graph; the segmenter is unusable afterwards."""
+        if self._segmenter is not None:
+            self._segmenter.close()
+            self._segmenter = None
+
+    def __enter__(self) -> PersonSegmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _infer(self, rgb: np.ndarray) -> np.ndarray:
+        """Raw MediaPipe confidence mask (H, W) float32 for a contiguous RGB image."""
+        mp = self._mp
+        self._timestamp_ms = max(self._timestamp_ms + 1, int(time.monotonic() * 1000))
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+        result = self._segmenter.segment_for_video(image, self._timestamp_ms)
+        confidence = result.confidence_masks[0].numpy_view()
+        return np.array(confidence, dtype=np.float32).reshape(rgb.shape[:2])
+
+    def _binarized(self, mask: np.ndarray) -> np.ndarray:
+        """``mask`` cut at ``threshold`` to exactly 0 or 1 (unchanged without threshold)."""
+        if self.threshold is None:
+            return mask
+        return cv2.threshold(mask, self.threshold, 1.0, cv2.THRESH_BINARY)[1]
+
+    def _smoothed(self, raw: np.ndarray) -> np.ndarray:
+        if self.smoothing and self._mask is not None and self._mask.shape == raw.shape:
+            self._mask = smooth_mask(self._mask, raw, self.smoothing)
+        else:
+            self._mask = raw
+        return self._mask

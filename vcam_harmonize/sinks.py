@@ -1,0 +1,275 @@
+"""Where finished frames go: the virtual camera, a preview window or a video file.
+
+All sinks share one interface: ``send(frame_rgb)``, ``close()`` and use as a context
+manager. ``VirtualCameraSink`` keeps the stream alive on its own thread: it sends at a
+steady rate, repeats the last frame when none arrives in time, and shows a card while
+paused or when asked (e.g. "camera lost").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyvirtualcam
+
+from vcam_harmonize.compositing import cover_crop
+from vcam_harmonize.models.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NAME = "PHNet Cam"
+PAUSED_TEXT = "Camera paused"
+SYSFS_VIDEO = Path("/sys/class/video4linux")
+_CARD_GREY = 24
+_JOIN_TIMEOUT_S = 2.0
+
+
+class Sink:
+    """Base of all sinks: ``send(frame_rgb)``, ``close()``, context manager, mirror option."""
+
+    def __init__(self, mirror: bool = False) -> None:
+        self.mirror = mirror
+
+    def send(self, frame: np.ndarray) -> None:
+        """Output one uint8 RGB frame (H, W, 3)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release the output."""
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _mirrored(self, frame: np.ndarray) -> np.ndarray:
+        return cv2.flip(frame, 1) if self.mirror else frame
+
+
+def find_loopback_device(name: str = DEFAULT_NAME, sysfs: Path = SYSFS_VIDEO) -> str | None:
+    """``/dev/videoN`` of the v4l2 device whose card label is ``name``, or None (Linux)."""
+    for node in sorted(sysfs.glob("video*")):
+        try:
+            label = (node / "name").read_text().strip()
+        except OSError:
+            continue
+        if label == name:
+            return f"/dev/{node.name}"
+    return None
+
+
+def setup_hint(name: str = DEFAULT_NAME, error: str = "") -> str:
+    """The command or install step that makes a virtual camera available on this OS."""
+    if "ermission denied" in error:
+        return "add yourself to the video group: sudo usermod -aG video $USER (then log in again)"
+    if sys.platform == "linux":
+        return (
+            "load v4l2loopback: sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
+            f'card_label="{name}"'
+        )
+    if sys.platform == "win32":
+        return (
+            "install OBS Studio 26+ (OBS Virtual Camera) or Unity Capture "
+            f'(regsvr32 UnityCaptureFilter64bit.dll "/i:UnityCaptureName={name}")'
+        )
+    return "install OBS Studio 30+, start its Virtual Camera once and allow the system extension"
+
+
+def draw_card(text: str, width: int, height: int) -> np.ndarray:
+    """A dark uint8 RGB frame (height, width, 3) with ``text`` centred in light grey."""
+    card = np.full((height, width, 3), _CARD_GREY, np.uint8)
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = max(0.4, width / 640)
+    thickness = max(1, round(2 * scale))
+    (text_w, text_h), _ = cv2.getTextSize(text, font, scale, thickness)
+    origin = ((width - text_w) // 2, (height + text_h) // 2)
+    cv2.putText(card, text, origin, font, scale, (220, 220, 220), thickness, cv2.LINE_AA)
+    return card
+
+
+class VirtualCameraSink(Sink):
+    """The virtual camera (pyvirtualcam, RGB), fed at a steady ``fps`` by a sender thread.
+
+    Args:
+        width, height, fps: output geometry and rate; an odd width loses one column.
+        device: e.g. ``/dev/video10``; on Linux, None picks the loopback labelled ``name``.
+        backend: pyvirtualcam backend name (None: the OS default).
+        name: the v4l2loopback card label to look for (Linux only).
+        mirror: flip frames left-right.
+
+    Set ``paused`` to send a "Camera paused" card; ``show_card(text)`` shows a card until
+    the next ``send()`` (or ``show_card(None)``).
+    """
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        fps: float,
+        device: str | None = None,
+        backend: str | None = None,
+        name: str = DEFAULT_NAME,
+        mirror: bool = False,
+    ) -> None:
+        super().__init__(mirror)
+        if width < 2 or height < 1 or fps <= 0:
+            raise InputError(f"bad virtual camera format {width}x{height} at {fps} fps")
+        self.width, self.height, self.fps = width - width % 2, height, fps
+        if backend is not None and backend not in pyvirtualcam.camera.BACKENDS:
+            known = ", ".join(pyvirtualcam.camera.BACKENDS)
+            raise InputError(f"no {backend!r} virtual camera backend here; available: {known}")
+        if device is None and backend in (None, "v4l2loopback") and sys.platform == "linux":
+            device = find_loopback_device(name)
+        try:
+            self._camera = pyvirtualcam.Camera(
+                self.width,
+                height,
+                fps,
+                fmt=pyvirtualcam.PixelFormat.RGB,
+                device=device,
+                backend=backend,
+            )
+        except (RuntimeError, ValueError, OSError) as err:
+            message = " / ".join(str(err).splitlines())
+            hint = setup_hint(name, message)
+            raise InputError(f"virtual camera not available ({message}); {hint}") from err
+        self.device: str = self._camera.device
+        self.paused = False
+        self._card_text: str | None = None
+        self._cards: dict[str, np.ndarray] = {}
+        self._latest = np.zeros((height, self.width, 3), np.uint8)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._warned = False
+        self._thread = threading.Thread(target=self._run, name="virtual-camera", daemon=True)
+        self._thread.start()
+
+    def send(self, frame: np.ndarray) -> None:
+        """Queue ``frame`` (uint8 RGB; cover-cropped if its size differs); clears a card."""
+        fitted = cover_crop(frame, (self.width, self.height))
+        fitted = self._mirrored(fitted)
+        if fitted is frame:
+            fitted = frame.copy()
+        with self._lock:
+            self._latest = fitted
+            self._card_text = None
+
+    def show_card(self, text: str | None) -> None:
+        """Send a dark card with ``text`` (e.g. "camera lost") instead of frames; None ends it."""
+        with self._lock:
+            self._card_text = text
+
+    def close(self) -> None:
+        """Stop the sender thread and close the virtual camera."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(_JOIN_TIMEOUT_S)
+        self._camera.close()
+
+    def _current(self) -> np.ndarray:
+        with self._lock:
+            text = PAUSED_TEXT if self.paused else self._card_text
+            if text is None:
+                return self._latest
+        if text not in self._cards:
+            self._cards[text] = draw_card(text, self.width, self.height)
+        return self._cards[text]
+
+    def _run(self) -> None:
+        """Sender loop: one frame per tick, paced by pyvirtualcam."""
+        while not self._stop.is_set():
+            try:
+                self._camera.send(self._current())
+            except Exception as err:  # the stream must not die with the device
+                if not self._warned:
+                    log.warning("virtual camera send failed: %s", err)
+                    self._warned = True
+            self._camera.sleep_until_next_frame()
+
+
+class WindowSink(Sink):
+    """A preview window (cv2.imshow); pressing ``q`` or closing it sets ``quit_requested``."""
+
+    def __init__(self, title: str = "vcam-harmonize", mirror: bool = False) -> None:
+        super().__init__(mirror)
+        has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+        if sys.platform == "linux" and not has_display:
+            raise InputError("no display for the preview window (DISPLAY is not set)")
+        self.title = title
+        self.quit_requested = False
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as err:
+            raise InputError(f"cannot open a preview window: {err.err}") from err
+
+    def send(self, frame: np.ndarray) -> None:
+        cv2.imshow(self.title, cv2.cvtColor(self._mirrored(frame), cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
+        if key == ord("q") or closed:
+            self.quit_requested = True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass  # already closed by the user
+
+
+class VideoFileSink(Sink):
+    """Writes an MPEG-4 (mp4v) video; it appears at ``path`` only once closed.
+
+    Frames go to a hidden temporary file in the same folder, renamed on ``close()``, so
+    no half-written file is left under the final name. The first frame sets the size.
+    """
+
+    def __init__(self, path: str | Path, fps: float, mirror: bool = False) -> None:
+        super().__init__(mirror)
+        self.path = Path(path).expanduser()
+        folder = self.path.parent
+        if not folder.is_dir():
+            raise InputError(f"cannot write {self.path}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"cannot write {self.path}: folder {folder} is not writable")
+        if fps <= 0:
+            raise InputError(f"video frame rate must be positive, got {fps}")
+        self.fps = fps
+        self.frames_written = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._temp: Path | None = None
+        self._size: tuple[int, int] = (0, 0)
+
+    def send(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            self._open(frame.shape[1], frame.shape[0])
+        fitted = self._mirrored(cover_crop(frame, self._size))
+        self._writer.write(cv2.cvtColor(fitted, cv2.COLOR_RGB2BGR))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish the file and move it to ``path`` (nothing is written if no frame came)."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            os.replace(self._temp, self.path)
+
+    def _open(self, width: int, height: int) -> None:
+        handle, name = tempfile.mkstemp(
+            prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent
+        )
+        os.close(handle)
+        self._temp = Path(name)
+        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+        writer = cv2.VideoWriter(str(self._temp), fourcc, self.fps, (width, height))
+        if not writer.isOpened():
+            self._temp.unlink(missing_ok=True)
+            raise InputError(f"cannot write video {self.path}; use a .mp4 or .avi file name")
+        self._writer, self._size = writer, (width, height)
