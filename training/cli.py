@@ -18,7 +18,10 @@ def _train(args: argparse.Namespace) -> int:
     trainer = Trainer(
         config, args.out, device=args.device, resume=not args.fresh, progress=not args.no_progress
     )
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    finally:
+        trainer.close()
     if trainer.main and metrics:
         print(f"finished at epoch {metrics['epoch']}: weights in {trainer.out}")
     return 0

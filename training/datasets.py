@@ -401,10 +401,14 @@ def folder_names(root: str | Path) -> list[str]:
     index = root / "index.tsv"
     if index.is_file():
         rows = [line.split("\t")[0] for line in index.read_text().splitlines()[1:]]
-        return [row for row in rows if row]
-    if not (root / "images").is_dir():
+        names, where = [row for row in rows if row], index
+    elif (root / "images").is_dir():
+        names, where = _image_stems(root / "images"), root / "images"
+    else:
         raise InputError(f"{root} has neither index.tsv nor images/; check the path")
-    return _image_stems(root / "images")
+    if not names:
+        raise InputError(f"{where} names no images; add photos (images/) and masks (masks/)")
+    return names
 
 
 def portrait_splits(

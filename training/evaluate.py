@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vcam_harmonize.models import load_model
 from vcam_harmonize.models.errors import InputError
-from vcam_harmonize.models.functional import masked_mean_std
+from vcam_harmonize.models.functional import masked_mean_std, reinhard_transfer
 from vcam_harmonize.training.metrics import BUCKETS, MetricAccumulator, blend, image_metrics
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def colour_transfer_baseline(comp: Tensor, mask: Tensor) -> Tensor:
     """
     fg_mean, fg_std = masked_mean_std(comp, mask)
     bg_mean, bg_std = masked_mean_std(comp, 1 - mask)
-    return ((comp - fg_mean) / fg_std * bg_std + bg_mean).clamp(0, 1)
+    return reinhard_transfer(comp, fg_mean, fg_std, bg_mean, bg_std).clamp(0, 1)
 
 
 def make_predictor(spec: str, device: torch.device) -> Predictor:
@@ -52,19 +52,20 @@ def make_predictor(spec: str, device: torch.device) -> Predictor:
 @torch.no_grad()
 def evaluate(predictor: Predictor, datasets: dict[str, Dataset], device: torch.device,
              batch_size: int = 8, samples: int = 0) -> tuple[MetricAccumulator, list]:
-    """Score ``predictor`` on every dataset; also return up to ``samples`` example rows
-    ``(comp, blended prediction, real)`` as HxWx3 uint8 arrays."""
+    """Score ``predictor`` on every dataset; also return ``samples`` example rows
+    ``(comp, blended prediction, real)`` as HxWx3 uint8 arrays, the first images of each
+    dataset in turn (shared out as evenly as the count allows)."""
     acc, examples = MetricAccumulator(), []
-    for name, dataset in datasets.items():
-        loader = DataLoader(dataset, batch_size=batch_size)
-        for batch in loader:
-            comp, real, mask = (batch[k].to(device) for k in ("comp", "real", "mask"))
+    for k, (name, dataset) in enumerate(datasets.items()):
+        wanted = samples // len(datasets) + (k < samples % len(datasets))
+        for batch in DataLoader(dataset, batch_size=batch_size):
+            comp, real, mask = (batch[key].to(device) for key in ("comp", "real", "mask"))
             pred = predictor(comp, mask)
             acc.add(name, image_metrics(pred, real, comp, mask))
-            while len(examples) < samples and len(examples) < len(acc.rows[name]):
-                i = len(examples) % comp.shape[0]
-                row = [comp[i], blend(pred, comp, mask)[i], real[i]]
-                examples.append([_to_uint8(t) for t in row])
+            shown = blend(pred, comp, mask)
+            for i in range(min(wanted, comp.shape[0])):
+                examples.append([_to_uint8(t[i]) for t in (comp, shown, real)])
+            wanted -= min(wanted, comp.shape[0])
     return acc, examples
 
 

@@ -17,6 +17,9 @@ import torch
 from kornia.color import lab_to_rgb, rgb_to_lab
 from torch import Tensor, nn
 
+from vcam_harmonize.models.functional import masked_mean_std, reinhard_transfer
+
+#: guards the division by the foreground's std in :func:`colour_transfer`.
 _EPS = 1e-6
 
 
@@ -65,23 +68,6 @@ def recolour_foreground(
     return torch.where(mask > 0.5, recoloured, real)
 
 
-def masked_mean_std(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std of ``x`` over the pixels where ``mask > 0.5``.
-
-    Args:
-        x: ``(B, C, H, W)``.
-        mask: ``(B, 1, H, W)``.
-
-    Returns:
-        mean and std, each ``(B, C, 1, 1)``. An empty mask gives mean 0 and std 0.
-    """
-    weight = binarize(mask).to(x.dtype)
-    area = weight.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
-    mean = (x * weight).sum(dim=(2, 3), keepdim=True) / area
-    var = ((x - mean) ** 2 * weight).sum(dim=(2, 3), keepdim=True) / area
-    return mean, var.sqrt()
-
-
 def colour_transfer(
     real: Tensor,
     mask: Tensor,
@@ -98,7 +84,7 @@ def colour_transfer(
         real: ``(B, 3, H, W)`` RGB in [0, 1].
         mask: ``(B, 1, H, W)``; foreground where ``mask > 0.5``.
         reference: ``(B, 3, h, w)`` RGB in [0, 1], any size.
-        reference_mask: ``(B, 1, h, w)`` or None.
+        reference_mask: ``(B, 1, h, w)``, region where ``> 0.5``; or None.
 
     Returns:
         ``(B, 3, H, W)`` in [0, 1]; background pixels are bit-identical to ``real``.
@@ -106,8 +92,9 @@ def colour_transfer(
     if reference_mask is None:
         reference_mask = torch.ones_like(reference[:, :1])
     lab = rgb_to_lab(real)
-    src_mean, src_std = masked_mean_std(lab, mask)
-    ref_mean, ref_std = masked_mean_std(rgb_to_lab(reference), reference_mask)
-    moved = (lab - src_mean) * (ref_std / (src_std + _EPS)) + ref_mean
+    # binary regions: the statistics of exactly the pixels that are recoloured
+    src_mean, src_std = masked_mean_std(lab, binarize(mask))
+    ref_mean, ref_std = masked_mean_std(rgb_to_lab(reference), binarize(reference_mask))
+    moved = reinhard_transfer(lab, src_mean, src_std, ref_mean, ref_std, eps=_EPS)
     recoloured = lab_to_rgb(moved, clip=True)
     return torch.where(mask > 0.5, recoloured, real)

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
 BEST = "best.safetensors"
 LOG = "log.csv"
+PLOT = "training.png"
 
 
 @dataclass
@@ -139,6 +140,13 @@ def total_epochs(config: TrainConfig) -> int:
     return sum(stage.epochs for stage in config.stages)
 
 
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Delete the temporary files of writes that a kill cut short (they end in .tmp)."""
+    for name in (CHECKPOINT, BEST, LOG, PLOT):
+        for stale in folder.glob(f"{name}*.tmp"):
+            stale.unlink()
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -164,9 +172,18 @@ class Trainer:
         self.config = config
         self.out = Path(out_dir)
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        if self.distributed and not dist.is_initialized():
+        self._own_group = self.distributed and not dist.is_initialized()
+        if self._own_group:
             backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
             dist.init_process_group(backend)
+        try:
+            self._setup(device, resume, progress)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, device: str | None, resume: bool, progress: bool) -> None:
+        config = self.config
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
         self.main = self.rank == 0
@@ -191,11 +208,17 @@ class Trainer:
         self.optimizer_state = None
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temp_files(self.out)
         if resume and (self.out / CHECKPOINT).is_file():
             self._load_checkpoint(self.out / CHECKPOINT)
         self.amp_dtype = None
         if config.train.amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def close(self) -> None:
+        """Leave the process group that this trainer joined (``torchrun`` runs)."""
+        if self._own_group and dist.is_initialized():
+            dist.destroy_process_group()
 
     @staticmethod
     def _seed(seed: int) -> None:
@@ -305,7 +328,7 @@ class Trainer:
                     )
             train_loss = self._train_epoch(net, optimizer, scaler, stage.name, start, limit)
             self.epoch += 1
-            timed_out = bool(limit) and time.monotonic() - start > limit
+            timed_out = self._out_of_time(start, limit)
             if self.main:
                 last_metrics = {
                     "epoch": self.epoch,
@@ -362,9 +385,21 @@ class Trainer:
             count += 1
             if self.main and self.step % self.config.train.log_every == 0:
                 logger.info("step %d loss %.5f", self.step, loss.item())
-            if limit and time.monotonic() - start > limit:
+            if self._out_of_time(start, limit):
                 break
         return total / max(count, 1)
+
+    def _out_of_time(self, start: float, limit: float) -> bool:
+        """Whether ``max_minutes`` is spent; every process acts on rank 0's clock, so all
+        of them stop after the same step."""
+        if not limit:
+            return False
+        late = time.monotonic() - start > limit
+        if self.distributed:
+            flag = torch.tensor([float(late)], device=self.device)
+            dist.broadcast(flag, 0)
+            late = bool(flag.item())
+        return late
 
     @torch.no_grad()
     def _validate(self) -> dict:
@@ -410,13 +445,13 @@ class Trainer:
                 rows = list(csv.DictReader(handle))
         rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in metrics.items()})
         fields = list(dict.fromkeys(k for row in rows for k in row))
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.out)
+        fd, tmp = tempfile.mkstemp(prefix=LOG, suffix=".tmp", dir=self.out)
         with os.fdopen(fd, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
         os.replace(tmp, path)
-        plot_log(path, self.out / "training.png")
+        plot_log(path, self.out / PLOT)
         summary = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in metrics.items()
@@ -445,5 +480,8 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation PSNR (dB)")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    fd, tmp = tempfile.mkstemp(prefix=png_path.name, suffix=".tmp", dir=png_path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)
+    os.replace(tmp, png_path)

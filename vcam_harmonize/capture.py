@@ -90,6 +90,8 @@ class Capture:
         fps: frame rate asked of the camera.
         paced: play video files at their own frame rate (``False`` reads them as fast as
             possible, for benchmarks).
+        lossless: hand over every frame (the reader waits for the consumer) instead of
+            only the newest; for benchmarks and exact frame counts.
 
     ``state`` is ``"running"``, ``"reconnecting"`` or ``"stopped"``; ``fps`` is the
     measured delivery rate. Use as a context manager or call ``start()``/``stop()``.
@@ -102,8 +104,10 @@ class Capture:
         height: int | None = None,
         fps: float | None = None,
         paced: bool = True,
+        lossless: bool = False,
     ) -> None:
         self.source = source
+        self.lossless = lossless
         self.width, self.height, self.requested_fps = width, height, fps
         self.paced = paced
         self.index = _camera_index(source)
@@ -178,6 +182,7 @@ class Capture:
                     return None
                 self._ready.wait(remaining)
             self._last_read = self._latest.index
+            self._ready.notify_all()
             return self._latest
 
     def __enter__(self) -> Capture:
@@ -272,8 +277,11 @@ class Capture:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         if self.width and self.height:
             rgb = cover_crop(rgb, (self.width, self.height))
-        now = time.monotonic()
         with self._ready:
+            while self.lossless and self._latest is not None and \
+                    self._latest.index > self._last_read and not self._stop.is_set():
+                self._ready.wait(0.1)
+            now = time.monotonic()
             self._stamps.append(now)
             self._latest = Frame(rgb, index, now)
             self._ready.notify_all()

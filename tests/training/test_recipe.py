@@ -6,8 +6,9 @@ import pytest
 import torch
 from kornia.color import rgb_to_lab
 
+from vcam_harmonize.models.functional import masked_mean_std
 from vcam_harmonize.training.datasets import image_to_tensor, mask_to_tensor, read_image, read_mask
-from vcam_harmonize.training.recipe import colour_transfer, masked_mean_std, recolour_foreground
+from vcam_harmonize.training.recipe import colour_transfer, recolour_foreground
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
 
@@ -79,3 +80,17 @@ def test_colour_transfer_uses_the_reference_mask_region():
     comp = colour_transfer(real, mask, reference, ref_mask)
     # the object is flat green, so the whole foreground becomes that green
     assert torch.allclose(comp, reference[..., :1, :1].expand_as(comp), atol=2e-3)
+
+
+def test_colour_transfer_takes_statistics_of_the_mask_above_one_half_only():
+    gen = torch.Generator().manual_seed(1)
+    real = 0.2 + 0.6 * torch.rand(1, 3, 8, 8, generator=gen)
+    reference = torch.rand(1, 3, 8, 8, generator=gen)
+    hard = torch.zeros(1, 1, 8, 8)
+    hard[..., :4, :] = 1.0
+    soft = 0.9 * hard + 0.4 * (1 - hard)  # the same region once binarized at 0.5
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 2:6, 2:6] = 0.8
+    expected = colour_transfer(real, (mask > 0.5).float(), reference, hard)
+    assert torch.equal(colour_transfer(real, mask, reference, soft), expected)
+    assert not torch.equal(colour_transfer(real, mask, reference), expected)

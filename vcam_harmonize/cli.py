@@ -1,0 +1,172 @@
+"""``vcam-harmonize``: run the live camera; ``vcam-harmonize doctor`` checks the setup."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+
+from vcam_harmonize.config import CameraConfig, load_toml
+from vcam_harmonize.models.errors import InputError
+
+log = logging.getLogger("vcam_harmonize")
+
+#: flags that map one-to-one onto CameraConfig fields.
+_FIELD_FLAGS = ("device", "res", "width", "height", "fps", "background", "strength",
+                "smoothing", "weights", "camera_device", "output", "gpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vcam-harmonize",
+        description="A virtual camera that puts you on a background of your choice and makes "
+                    "your colours and light match it (PHNet harmonization). "
+                    "'vcam-harmonize doctor' checks the setup.")
+    add = parser.add_argument
+    add("--device", help="camera index (0), /dev/videoN or a video file (looped); default 0")
+    add("--res", type=int, help="PHNet working resolution, a multiple of 8 (default 256)")
+    add("--width", type=int, help="output width (default 1280)")
+    add("--height", type=int, help="output height (default 720)")
+    add("--fps", type=float, help="frame rate (default 30)")
+    add("--background", help="image or video file, a folder (cycled), 'blur' or 'blur:N', "
+                             "'#rrggbb', 'none' or 'default' (the bundled ones)")
+    add("--no-harmonize", action="store_true", help="composite only, no colour matching")
+    add("--strength", type=float, help="harmonization strength 0..1 (default 1)")
+    add("--smoothing", type=float, help="temporal smoothing 0..1 (default 0.8)")
+    add("--output", help="'virtualcam' (default), 'window', or a video file such as out.mp4")
+    add("--camera-device", help="the loopback device to write, e.g. /dev/video10")
+    add("--mirror", action="store_true", help="mirror the output (off by default: call apps "
+                                              "mirror only your self-view)")
+    add("--weights", help="PHNet weights: ours (.safetensors) or the authors' released .pth")
+    add("--gpu", choices=["auto", "on", "off"], help="use a CUDA GPU (default auto)")
+    add("--config", help="a TOML file with any of these settings; flags override it")
+    add("--stats", action="store_true", help="print fps and per-stage timings every second")
+    add("--list-devices", action="store_true", help="list the cameras that open, then exit")
+    add("--frames", type=int, default=0, help="stop after N output frames")
+    add("--demo", action="store_true",
+        help="use the bundled demo clip instead of a webcam (no camera needed)")
+    add("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> CameraConfig:
+    """Defaults <- the --config file <- the flags given."""
+    config = load_toml(args.config) if args.config else CameraConfig()
+    values = config.to_dict()
+    for name in _FIELD_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            values[name] = value
+    if args.no_harmonize:
+        values["harmonize"] = False
+    if args.mirror:
+        values["mirror"] = True
+    return CameraConfig.from_dict(values, "command line")
+
+
+def make_sinks(config: CameraConfig) -> list:
+    from vcam_harmonize.sinks import VideoFileSink, VirtualCameraSink, WindowSink
+
+    if config.output == "virtualcam":
+        return [VirtualCameraSink(config.width, config.height, config.fps,
+                                  device=config.camera_device or None, name=config.camera_name,
+                                  mirror=config.mirror)]
+    if config.output == "window":
+        return [WindowSink("vcam-harmonize", mirror=config.mirror)]
+    return [VideoFileSink(config.output, config.fps, mirror=config.mirror)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from vcam_harmonize.pipeline import Pipeline
+
+    if args.frames < 0:
+        raise InputError("--frames must be 0 (run until stopped) or more")
+    config = config_from_args(args)
+    source = None
+    if args.demo:
+        from vcam_harmonize.demo import DemoClip
+
+        source = DemoClip((config.width - config.width % 2, config.height), config.fps,
+                          paced=config.output in ("virtualcam", "window"))
+    frames = args.frames or (int(6 * config.fps) if args.demo and
+                             config.output not in ("virtualcam", "window") else 0)
+    sinks = make_sinks(config)
+    try:
+        pipeline = Pipeline(config, sinks, source=source, max_frames=frames,
+                            lossless=source is not None and not source.paced)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    stop = threading.Event()
+
+    def _on_signal(signum, _frame):
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+    device = getattr(sinks[0], "device", config.output)
+    print(f"vcam-harmonize: {config.width}x{config.height} @ {config.fps:g} fps -> {device} "
+          f"(Ctrl-C stops)", file=sys.stderr)
+    pipeline.start()
+    last_print = time.monotonic()
+    try:
+        while not stop.is_set() and not pipeline.wait(0.2):
+            if getattr(sinks[0], "quit_requested", False):
+                break
+            if args.stats and time.monotonic() - last_print >= 1.0:
+                last_print = time.monotonic()
+                print(json.dumps(_rounded(pipeline.stats())), file=sys.stderr)
+    finally:
+        pipeline.stop()
+    stats = pipeline.stats()
+    if stats["errors"]:
+        print(f"stage errors: {stats['errors']}", file=sys.stderr)
+    print(f"vcam-harmonize: {stats['frames']} frames written", file=sys.stderr)
+    return 0
+
+
+def _rounded(stats: dict) -> dict:
+    out = {}
+    for key, value in stats.items():
+        if isinstance(value, float):
+            out[key] = round(value, 2)
+        elif isinstance(value, dict):
+            out[key] = _rounded(value)
+        else:
+            out[key] = value
+    return out
+
+
+def list_devices() -> int:
+    from vcam_harmonize.capture import list_cameras
+
+    cameras = list_cameras()
+    print("cameras that open: " + (", ".join(map(str, cameras)) if cameras else "none"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["doctor"]:
+        from vcam_harmonize.doctor import doctor
+
+        return doctor(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.list_devices:
+            return list_devices()
+        return run(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The Harmonizer: PHNet at a low working resolution, applied as a colour transform.
+
+PHNet runs on a ``res x res`` copy of the composite. Its (blended) prediction is
+explained by a local affine colour model per channel, ``out = a * composite + b``,
+fitted with a guided filter at that resolution (He et al.'s fast guided-filter
+upsampling). The smooth ``a`` and ``b`` maps are upsampled and applied to the
+full-resolution composite, so the output keeps every detail of the input at any size,
+and between two network runs the last transform can be applied to new frames.
+
+With ``smoothing > 0`` the PN statistics the network reads and the transform itself
+are exponential moving averages over the frames, reset by :meth:`reset`, a new
+background (the caller's :meth:`reset`) or a scene cut (a jump of the frame's colours).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.filters import box_blur
+
+from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
+from vcam_harmonize.models.weights import default_weights_path
+
+#: mean absolute change of the low-resolution composite (0..1) taken as a scene cut.
+SCENE_CUT = 0.2
+#: guided-filter regularisation (in [0, 1] intensity units, squared).
+GUIDED_EPS = 1e-3
+
+
+def check_res(res: int) -> int:
+    """A working resolution must be a positive multiple of 8."""
+    if isinstance(res, bool) or not isinstance(res, int) or res <= 0 or res % 8:
+        raise InputError(f"--res must be a positive multiple of 8 (such as 256 or 512), "
+                         f"got {res!r}")
+    return res
+
+
+def fit_affine(guide: torch.Tensor, target: torch.Tensor, radius: int,
+               eps: float = GUIDED_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel local affine model ``target ~ a * guide + b`` (guided filter).
+
+    Args:
+        guide, target: ``(B, C, H, W)``.
+        radius: window radius in pixels.
+
+    Returns:
+        ``(a, b)`` maps, each ``(B, C, H, W)``, already box-averaged (smooth).
+    """
+    size = (2 * radius + 1, 2 * radius + 1)
+    mean_i = box_blur(guide, size, border_type="reflect")
+    mean_p = box_blur(target, size, border_type="reflect")
+    cov_ip = box_blur(guide * target, size, border_type="reflect") - mean_i * mean_p
+    var_i = box_blur(guide * guide, size, border_type="reflect") - mean_i * mean_i
+    a = cov_ip / (var_i + eps)
+    b = mean_p - a * mean_i
+    return box_blur(a, size, border_type="reflect"), box_blur(b, size, border_type="reflect")
+
+
+@dataclass
+class ColourTransform:
+    """Low-resolution ``a`` and ``b`` maps, ``(1, 3, res, res)`` each."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+    def blend(self, other: ColourTransform, keep: float) -> ColourTransform:
+        """``keep * self + (1 - keep) * other``."""
+        return ColourTransform(keep * self.a + (1 - keep) * other.a,
+                               keep * self.b + (1 - keep) * other.b)
+
+
+class Harmonizer:
+    """Match the person's colours to the background with PHNet.
+
+    Args:
+        weights: a weights file (ours or the authors' released ``.pth``); None means
+            the bundled default weights.
+        device: "cpu", "cuda" or "cuda:N"; CUDA runs the network in float16.
+        res: the square working resolution of the network (a multiple of 8).
+        smoothing: weight of the past in the temporal moving averages, in [0, 1).
+        strength: 0 returns the composite, 1 the full correction.
+        refresh_every: run the network on every n-th call and reuse its transform in
+            between (1 = every frame).
+    """
+
+    def __init__(self, weights=None, device: str = "cpu", res: int = 256,
+                 smoothing: float = 0.0, strength: float = 1.0, refresh_every: int = 1):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InputError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; "
+                             "use --gpu off (CPU) or install a CUDA build of PyTorch")
+        path = default_weights_path() if weights is None else weights
+        self.model: PHNet = load_model(path, map_location="cpu").to(self.device).eval()
+        self.res = check_res(res)
+        self.smoothing = _check_unit(smoothing, "smoothing", upper_open=True)
+        self.strength = _check_unit(strength, "strength")
+        if refresh_every < 1:
+            raise InputError(f"refresh_every must be at least 1, got {refresh_every}")
+        self.refresh_every = refresh_every
+        self._lock = threading.Lock()
+        self._stats = EMAStatistics(self.smoothing) if self.smoothing > 0 else None
+        self._transform: ColourTransform | None = None
+        self._last_small: torch.Tensor | None = None
+        self._calls = 0
+
+    # ------------------------------------------------------------------ settings
+    def reset(self) -> None:
+        """Forget all temporal state (earlier frames' statistics and transform)."""
+        with self._lock:
+            self._transform = None
+            self._last_small = None
+            self._calls = 0
+            if self._stats is not None:
+                self._stats.reset()
+
+    def set_res(self, res: int) -> None:
+        """Change the working resolution (takes effect on the next frame)."""
+        res = check_res(res)
+        with self._lock:
+            self.res = res
+        self.reset()
+
+    def set_strength(self, strength: float) -> None:
+        self.strength = _check_unit(strength, "strength")
+
+    # ------------------------------------------------------------------ work
+    def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Harmonize the person in ``composite``.
+
+        Args:
+            composite: uint8 RGB ``(H, W, 3)``.
+            mask: float ``(H, W)`` in [0, 1], 1 = the person.
+
+        Returns:
+            uint8 RGB ``(H, W, 3)``; pixels with mask 0 are the composite's exactly.
+        """
+        if composite.ndim != 3 or composite.shape[2] != 3 or composite.dtype != np.uint8:
+            raise InputError(f"composite must be uint8 RGB (H, W, 3), got {composite.dtype} "
+                             f"{composite.shape}")
+        if mask.shape != composite.shape[:2]:
+            raise InputError(f"mask {mask.shape} does not match composite {composite.shape[:2]}")
+        mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
+        if self.strength <= 0 or not mask.any():
+            return composite.copy()
+        with self._lock:
+            transform = self._update_transform(composite, mask)
+        return self._apply(composite, mask, transform)
+
+    def _small(self, composite: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        size = (self.res, self.res)
+        image = cv2.resize(composite, size, interpolation=cv2.INTER_AREA)
+        small_mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+        image_t = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255
+        mask_t = torch.from_numpy(small_mask).to(self.device)[None, None]
+        return image_t, mask_t
+
+    @torch.inference_mode()
+    def _update_transform(self, composite: np.ndarray, mask: np.ndarray) -> ColourTransform:
+        refresh = self._transform is None or self._calls % self.refresh_every == 0
+        self._calls += 1
+        if not refresh:
+            return self._transform
+        image, small_mask = self._small(composite, mask)
+        if self._last_small is not None and self._last_small.shape == image.shape and \
+                float((image - self._last_small).abs().mean()) > SCENE_CUT:
+            self._transform = None
+            if self._stats is not None:
+                self._stats.reset()
+        self._last_small = image
+        with torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
+            pred = self.model(image, small_mask, stats_hook=self._stats).float()
+        target = pred * small_mask + image * (1 - small_mask)
+        new = ColourTransform(*fit_affine(image, target, radius=max(2, self.res // 32)))
+        if self._transform is not None and self.smoothing > 0 and \
+                self._transform.a.shape == new.a.shape:
+            new = self._transform.blend(new, self.smoothing)
+        self._transform = new
+        return new
+
+    @torch.inference_mode()
+    def _apply(self, composite: np.ndarray, mask: np.ndarray,
+               transform: ColourTransform) -> np.ndarray:
+        """Apply the transform where the mask is, at full resolution."""
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        height, width = mask.shape
+        # the maps cover the whole frame; cut the box of the person out of them
+        scale_y, scale_x = self.res / height, self.res / width
+        a, b = (self._crop_maps(m, top, bottom, left, right, scale_y, scale_x)
+                for m in (transform.a, transform.b))
+        box = torch.from_numpy(composite[top:bottom, left:right]).to(self.device)
+        box = box.permute(2, 0, 1)[None].float() / 255
+        corrected = (a * box + b).clamp_(0, 1)
+        alpha = torch.from_numpy(mask[top:bottom, left:right]).to(self.device)[None, None]
+        alpha = alpha * self.strength
+        mixed = box + alpha * (corrected - box)
+        out = composite.copy()
+        patch = (mixed[0].permute(1, 2, 0) * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
+        region = out[top:bottom, left:right]
+        keep = mask[top:bottom, left:right] <= 0
+        new_region = patch.cpu().numpy()
+        new_region[keep] = region[keep]
+        out[top:bottom, left:right] = new_region
+        return out
+
+    def _crop_maps(self, maps: torch.Tensor, top: int, bottom: int, left: int, right: int,
+                   scale_y: float, scale_x: float) -> torch.Tensor:
+        """Resample the ``(1, 3, res, res)`` maps onto the full-resolution box."""
+        h, w = bottom - top, right - left
+        # pixel centres of the box in the low-resolution grid, normalised to [-1, 1]
+        ys = ((torch.arange(top, bottom, device=maps.device) + 0.5) * scale_y) / self.res * 2 - 1
+        xs = ((torch.arange(left, right, device=maps.device) + 0.5) * scale_x) / self.res * 2 - 1
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
+        return F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear",
+                             padding_mode="border", align_corners=False).view(1, 3, h, w)
+
+
+def _check_unit(value: float, name: str, upper_open: bool = False) -> float:
+    value = float(value)
+    ok = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
+    if not ok:
+        bound = "[0, 1)" if upper_open else "[0, 1]"
+        raise InputError(f"{name} must be in {bound}, got {value}")
+    return value

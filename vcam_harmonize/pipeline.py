@@ -1,0 +1,344 @@
+"""The live camera, top to bottom:
+
+    capture thread  ->  compose thread                 ->  harmonize thread
+    (newest frame)      segment, background, composite     PHNet colour transform, sinks
+
+Each arrow is a one-slot hand-off that keeps only the newest item, so while frame N is
+being harmonized, frame N+1 is segmented and frame N+2 captured, and latency never
+builds up. Every stage is timed. A failing stage never stops the stream: the frame
+goes out un-harmonized (or as the camera saw it) and the error is logged once with a
+count. Settings (background, strength, harmonization, working resolution, pause)
+change live.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vcam_harmonize.backgrounds import (
+    Background,
+    BackgroundCycler,
+    default_backgrounds,
+    load_background,
+)
+from vcam_harmonize.capture import Capture, Frame
+from vcam_harmonize.compositing import composite
+from vcam_harmonize.config import CameraConfig
+from vcam_harmonize.harmonizer import Harmonizer, check_res
+from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.sinks import Sink, VirtualCameraSink
+
+log = logging.getLogger(__name__)
+
+#: seconds without a camera frame before the virtual camera shows "camera lost".
+CAMERA_LOST_AFTER = 1.0
+STAGES = ("capture", "segment", "background", "composite", "harmonize", "output")
+
+
+class Slot:
+    """A one-item hand-off between two threads.
+
+    ``put`` replaces an unread item (live mode) or waits until it was taken
+    (``lossless``, for exact frame counts).
+    """
+
+    def __init__(self, lossless: bool = False):
+        self.lossless = lossless
+        self._item = None
+        self._cond = threading.Condition()
+
+    def put(self, item, stop: threading.Event) -> None:
+        with self._cond:
+            while self.lossless and self._item is not None and not stop.is_set():
+                self._cond.wait(0.1)
+            self._item = item
+            self._cond.notify_all()
+
+    def get(self, timeout: float):
+        with self._cond:
+            if self._item is None:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+
+class StageErrors:
+    """Logs the first error of each stage once, and counts the rest."""
+
+    def __init__(self):
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def record(self, stage: str, err: BaseException) -> None:
+        self.counts[stage] += 1
+        if self.counts[stage] == 1:
+            log.error("%s failed (%s: %s); frames go on without it, further errors of this "
+                      "stage are counted", stage, type(err).__name__, err)
+
+
+def pick_device(gpu: str) -> str:
+    """"cuda" or "cpu" for a ``gpu`` setting of "auto", "on" or "off"."""
+    if gpu == "on" and not torch.cuda.is_available():
+        raise InputError("gpu = on, but PyTorch sees no CUDA GPU; use gpu = auto or off")
+    return "cuda" if gpu != "off" and torch.cuda.is_available() else "cpu"
+
+
+class BackgroundChoice:
+    """The current background, from a spec: a file, a folder (cycled), "default"
+    (the bundled ones, cycled), "blur[:N]", "#rrggbb" or "none"."""
+
+    def __init__(self, spec: str, size: tuple[int, int]):
+        self.spec = spec
+        self._cycler: BackgroundCycler | None = None
+        if spec == "default":
+            self._cycler = BackgroundCycler(default_backgrounds()[0].parent, size)
+        elif Path(spec).expanduser().is_dir():
+            self._cycler = BackgroundCycler(spec, size)
+        self.current: Background = self._cycler.current if self._cycler else \
+            load_background(spec, size)
+
+    def next(self) -> Background:
+        if self._cycler is not None:
+            self.current = self._cycler.next()
+        return self.current
+
+
+class Pipeline:
+    """The running camera.
+
+    Args:
+        config: the settings.
+        sinks: where frames go (virtual camera, window, file...).
+        segmenter: anything with ``segment(rgb) -> mask``; default: MediaPipe's.
+        harmonizer: default: a :class:`Harmonizer` built from the config.
+        source: a started-or-not frame source; default: :class:`Capture` of
+            ``config.device``.
+        max_frames: stop after this many output frames (0 = run until stopped).
+        lossless: hand every captured frame through (benchmarks, exact counts).
+    """
+
+    def __init__(self, config: CameraConfig, sinks: list[Sink], segmenter=None,
+                 harmonizer: Harmonizer | None = None, source=None, max_frames: int = 0,
+                 lossless: bool = False, paced: bool = True):
+        self.config = config.validate()
+        self.sinks = sinks
+        self.size = (config.width - config.width % 2, config.height)
+        self.max_frames = max_frames
+        self.lossless = lossless
+        self.source = source if source is not None else Capture(
+            _source_of(config.device), self.size[0], self.size[1], config.fps,
+            paced=paced, lossless=lossless)
+        if segmenter is None:
+            from vcam_harmonize.segmentation import PersonSegmenter
+
+            segmenter = PersonSegmenter(
+                config.segmentation_model, config.mask_smoothing, config.refine,
+                config.mask_threshold or None, config.feather)
+        self.segmenter = segmenter
+        self.background = BackgroundChoice(config.background, self.size)
+        if harmonizer is None:
+            device = pick_device(config.gpu)
+            refresh = config.refresh_every or (1 if device == "cuda" else 3)
+            harmonizer = Harmonizer(config.weights or None, device, config.res,
+                                    config.smoothing, config.strength, refresh)
+        self.harmonizer = harmonizer
+        self.harmonize_enabled = config.harmonize
+        self.paused = False
+        self.errors = StageErrors()
+        self.frames_out = 0
+        self.finished = threading.Event()
+        self.on_frame: Callable[[np.ndarray], None] | None = None
+        self._stop = threading.Event()
+        self._slot = Slot(lossless)
+        self._bg_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._times: dict[str, deque] = {s: deque(maxlen=120) for s in STAGES}
+        self._latency: deque = deque(maxlen=600)
+        self._out_stamps: deque = deque(maxlen=60)
+        self._last_frame_at = time.monotonic()
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> Pipeline:
+        self.source.start()
+        self._stop.clear()
+        self._last_frame_at = time.monotonic()
+        self._threads = [threading.Thread(target=self._compose_loop, name="compose", daemon=True),
+                         threading.Thread(target=self._harmonize_loop, name="harmonize",
+                                          daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the threads, release the camera and close the sinks."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._threads = []
+        self.source.stop()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:  # closing one sink must not keep the others open
+                log.warning("closing %s failed: %s", type(sink).__name__, err)
+        self.finished.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the pipeline finished (``max_frames`` reached or stopped)."""
+        return self.finished.wait(timeout)
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (the virtual camera shows a "paused" card) or resume."""
+        self.paused = paused
+        for sink in self.sinks:
+            if isinstance(sink, VirtualCameraSink):
+                sink.paused = paused
+
+    def set_background(self, spec: str) -> None:
+        """Switch the background; a bad spec raises InputError and keeps the old one."""
+        choice = BackgroundChoice(spec, self.size)
+        with self._bg_lock:
+            old, self.background = self.background, choice
+        old.current.close()
+        self.harmonizer.reset()
+
+    def next_background(self) -> None:
+        """The next background of a folder or of the bundled ones."""
+        with self._bg_lock:
+            self.background.next()
+        self.harmonizer.reset()
+
+    def set_strength(self, strength: float) -> None:
+        self.harmonizer.set_strength(strength)
+
+    def set_harmonize(self, enabled: bool) -> None:
+        self.harmonize_enabled = enabled
+        self.harmonizer.reset()
+
+    def set_res(self, res: int) -> None:
+        self.harmonizer.set_res(check_res(res))
+
+    # ------------------------------------------------------------------ status
+    def stats(self) -> dict:
+        """Output fps, frames, per-stage milliseconds (mean of the last frames), latency
+        percentiles, error counts."""
+        stamps = list(self._out_stamps)
+        fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and \
+            stamps[-1] > stamps[0] else 0.0
+        latency = sorted(self._latency)
+        return {
+            "fps": fps,
+            "frames": self.frames_out,
+            "capture_fps": getattr(self.source, "fps", 0.0),
+            "stage_ms": {s: (1000 * sum(v) / len(v) if v else 0.0)
+                         for s, v in self._times.items()},
+            "p50_ms": 1000 * latency[len(latency) // 2] if latency else 0.0,
+            "p95_ms": 1000 * latency[int(len(latency) * 0.95)] if latency else 0.0,
+            "errors": dict(self.errors.counts),
+            "camera": getattr(self.source, "state", "running"),
+            "paused": self.paused,
+        }
+
+    # ------------------------------------------------------------------ threads
+    def _timed(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self._times[stage].append(now - start)
+        return now
+
+    def _compose_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.paused:
+                self._stop.wait(0.05)
+                continue
+            t = time.perf_counter()
+            try:
+                frame: Frame | None = self.source.read(timeout=0.25)
+            except Exception as err:
+                self.errors.record("capture", err)
+                self._stop.wait(0.1)
+                frame = None
+            if frame is None:
+                self._camera_silent()
+                continue
+            self._last_frame_at = time.monotonic()
+            t = self._timed("capture", t)
+            image = frame.image
+            try:
+                mask = self.segmenter.segment(image)
+            except Exception as err:
+                self.errors.record("segment", err)
+                mask = None
+            t = self._timed("segment", t)
+            with self._bg_lock:
+                background = self.background.current
+            if mask is None or background.passthrough:
+                item = (frame, image, mask, False)
+            else:
+                try:
+                    bg = background.frame(image, mask)
+                    t = self._timed("background", t)
+                    item = (frame, composite(image, bg, mask), mask, True)
+                    self._timed("composite", t)
+                except Exception as err:
+                    self.errors.record("background", err)
+                    item = (frame, image, mask, False)
+            self._slot.put(item, self._stop)
+
+    def _camera_silent(self) -> None:
+        if time.monotonic() - self._last_frame_at > CAMERA_LOST_AFTER:
+            for sink in self.sinks:
+                if isinstance(sink, VirtualCameraSink):
+                    sink.show_card("Camera lost - reconnecting")
+
+    def _harmonize_loop(self) -> None:
+        while not self._stop.is_set():
+            item = self._slot.get(timeout=0.25)
+            if item is None:
+                continue
+            frame, image, mask, harmonizable = item
+            t = time.perf_counter()
+            if harmonizable and self.harmonize_enabled:
+                try:
+                    image = self.harmonizer.harmonize(image, mask)
+                except Exception as err:
+                    self.errors.record("harmonize", err)
+                t = self._timed("harmonize", t)
+            self._emit(image, frame.timestamp, t)
+            if self.max_frames and self.frames_out >= self.max_frames:
+                self._stop.set()
+                threading.Thread(target=self.stop, name="stopper", daemon=True).start()
+                return
+
+    def _emit(self, image: np.ndarray, captured_at: float, t: float) -> None:
+        for sink in self.sinks:
+            try:
+                sink.send(image)
+            except Exception as err:
+                self.errors.record(f"output {type(sink).__name__}", err)
+        self._timed("output", t)
+        now = time.monotonic()
+        self._latency.append(now - captured_at)
+        self._out_stamps.append(now)
+        self.frames_out += 1
+        if self.on_frame is not None:
+            self.on_frame(image)
+
+
+def _source_of(device: str) -> int | str:
+    text = str(device).strip()
+    return int(text) if text.isdigit() else text
