@@ -94,14 +94,16 @@ def run(args: argparse.Namespace) -> int:
                           paced=config.output in ("virtualcam", "window"))
     frames = args.frames or (int(6 * config.fps) if args.demo and
                              config.output not in ("virtualcam", "window") else 0)
-    sinks = make_sinks(config)
+    # the camera and the settings are checked before the virtual device is opened
+    pipeline = Pipeline(config, [], source=source, max_frames=frames,
+                        lossless=source is not None and not source.paced)
+    pipeline.source.start()
     try:
-        pipeline = Pipeline(config, sinks, source=source, max_frames=frames,
-                            lossless=source is not None and not source.paced)
+        sinks = make_sinks(config)
     except BaseException:
-        for sink in sinks:
-            sink.close()
+        pipeline.stop()
         raise
+    pipeline.sinks = sinks
     stop = threading.Event()
 
     def _on_signal(signum, _frame):

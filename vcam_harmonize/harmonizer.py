@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from kornia.filters import box_blur
 
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
@@ -28,6 +27,8 @@ from vcam_harmonize.models.weights import default_weights_path
 
 #: mean absolute change of the low-resolution composite (0..1) taken as a scene cut.
 SCENE_CUT = 0.2
+#: mask values below this count as background (they could not change a uint8 pixel).
+MASK_FLOOR = 1.0 / 512
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
 GUIDED_EPS = 1e-3
 
@@ -52,13 +53,14 @@ def fit_affine(guide: torch.Tensor, target: torch.Tensor, radius: int,
         ``(a, b)`` maps, each ``(B, C, H, W)``, already box-averaged (smooth).
     """
     size = (2 * radius + 1, 2 * radius + 1)
-    mean_i = box_blur(guide, size, border_type="reflect")
-    mean_p = box_blur(target, size, border_type="reflect")
-    cov_ip = box_blur(guide * target, size, border_type="reflect") - mean_i * mean_p
-    var_i = box_blur(guide * guide, size, border_type="reflect") - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
+    channels = guide.shape[1]
+    # the four window means in one call: I, p, I*p, I*I
+    means = box_blur(torch.cat([guide, target, guide * target, guide * guide], dim=1), size,
+                     border_type="reflect")
+    mean_i, mean_p, mean_ip, mean_ii = means.split(channels, dim=1)
+    a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + eps)
     b = mean_p - a * mean_i
-    return box_blur(a, size, border_type="reflect"), box_blur(b, size, border_type="reflect")
+    return box_blur(torch.cat([a, b], dim=1), size, border_type="reflect").split(channels, dim=1)
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Harmonizer:
         if mask.shape != composite.shape[:2]:
             raise InputError(f"mask {mask.shape} does not match composite {composite.shape[:2]}")
         mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
-        if self.strength <= 0 or not mask.any():
+        if self.strength <= 0 or not (mask >= MASK_FLOOR).any():
             return composite.copy()
         with self._lock:
             transform = self._update_transform(composite, mask)
@@ -182,43 +184,49 @@ class Harmonizer:
         self._transform = new
         return new
 
-    @torch.inference_mode()
     def _apply(self, composite: np.ndarray, mask: np.ndarray,
                transform: ColourTransform) -> np.ndarray:
-        """Apply the transform where the mask is, at full resolution."""
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
+        """Apply the transform where the mask is, at full resolution.
+
+        With alpha = strength * mask: out = I + alpha * ((a * I + b) - I)
+        = (1 + alpha * (a - 1)) * I + alpha * b, computed inside the person's box only.
+        """
+        active = mask >= MASK_FLOOR
+        rows = np.flatnonzero(active.any(axis=1))
+        cols = np.flatnonzero(active.any(axis=0))
+        if rows.size == 0:
+            return composite.copy()
         top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        height, width = mask.shape
-        # the maps cover the whole frame; cut the box of the person out of them
-        scale_y, scale_x = self.res / height, self.res / width
-        a, b = (self._crop_maps(m, top, bottom, left, right, scale_y, scale_x)
-                for m in (transform.a, transform.b))
-        box = torch.from_numpy(composite[top:bottom, left:right]).to(self.device)
-        box = box.permute(2, 0, 1)[None].float() / 255
-        corrected = (a * box + b).clamp_(0, 1)
-        alpha = torch.from_numpy(mask[top:bottom, left:right]).to(self.device)[None, None]
-        alpha = alpha * self.strength
-        mixed = box + alpha * (corrected - box)
+        a = self._maps_on_box(transform.a, mask.shape, top, bottom, left, right)
+        b = self._maps_on_box(transform.b, mask.shape, top, bottom, left, right)
+        alpha = mask[top:bottom, left:right, None] * np.float32(self.strength)
+        alpha[~active[top:bottom, left:right]] = 0
+        box = composite[top:bottom, left:right].astype(np.float32)
+        a -= 1
+        a *= alpha
+        a += 1
+        b *= alpha
+        b *= 255
+        box *= a
+        box += b
         out = composite.copy()
-        patch = (mixed[0].permute(1, 2, 0) * 255 + 0.5).clamp_(0, 255).to(torch.uint8)
-        region = out[top:bottom, left:right]
-        keep = mask[top:bottom, left:right] <= 0
-        new_region = patch.cpu().numpy()
-        new_region[keep] = region[keep]
-        out[top:bottom, left:right] = new_region
+        np.maximum(box, 0, out=box)
+        out[top:bottom, left:right] = cv2.convertScaleAbs(box)  # rounds, saturates at 255
         return out
 
-    def _crop_maps(self, maps: torch.Tensor, top: int, bottom: int, left: int, right: int,
-                   scale_y: float, scale_x: float) -> torch.Tensor:
-        """Resample the ``(1, 3, res, res)`` maps onto the full-resolution box."""
-        h, w = bottom - top, right - left
-        # pixel centres of the box in the low-resolution grid, normalised to [-1, 1]
-        ys = ((torch.arange(top, bottom, device=maps.device) + 0.5) * scale_y) / self.res * 2 - 1
-        xs = ((torch.arange(left, right, device=maps.device) + 0.5) * scale_x) / self.res * 2 - 1
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1)[None]
-        return F.grid_sample(maps, grid.to(maps.dtype), mode="bilinear",
-                             padding_mode="border", align_corners=False).view(1, 3, h, w)
+    def _maps_on_box(self, maps: torch.Tensor, shape: tuple[int, int], top: int, bottom: int,
+                     left: int, right: int) -> np.ndarray:
+        """Resample ``(1, C, res, res)`` maps onto the full-resolution pixels of a box,
+        as float32 ``(h, w, C)`` (pixel centres mapped exactly, bilinear)."""
+        height, width = shape
+        low = np.ascontiguousarray(maps[0].permute(1, 2, 0).float().cpu().numpy())
+        sx, sy = self.res / width, self.res / height
+        # destination pixel (x, y) of the box -> source position in the low-res map
+        matrix = np.array([[sx, 0, (left + 0.5) * sx - 0.5],
+                           [0, sy, (top + 0.5) * sy - 0.5]], np.float64)
+        return cv2.warpAffine(low, matrix, (int(right - left), int(bottom - top)),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
 
 
 def _check_unit(value: float, name: str, upper_open: bool = False) -> float:

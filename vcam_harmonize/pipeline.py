@@ -38,6 +38,8 @@ from vcam_harmonize.sinks import Sink, VirtualCameraSink
 
 log = logging.getLogger(__name__)
 
+#: on a CPU, PHNet runs on every n-th frame; its colour transform serves the frames between.
+CPU_REFRESH_EVERY = 5
 #: seconds without a camera frame before the virtual camera shows "camera lost".
 CAMERA_LOST_AFTER = 1.0
 STAGES = ("capture", "segment", "background", "composite", "harmonize", "output")
@@ -91,6 +93,12 @@ def pick_device(gpu: str) -> str:
     return "cuda" if gpu != "off" and torch.cuda.is_available() else "cpu"
 
 
+def refresh_every(device: str, configured: int = 0) -> int:
+    """How often PHNet runs: as configured, else every frame on a GPU and every
+    :data:`CPU_REFRESH_EVERY`-th on a CPU."""
+    return configured or (1 if device.startswith("cuda") else CPU_REFRESH_EVERY)
+
+
 class BackgroundChoice:
     """The current background, from a spec: a file, a folder (cycled), "default"
     (the bundled ones, cycled), "blur[:N]", "#rrggbb" or "none"."""
@@ -133,9 +141,8 @@ class Pipeline:
         self.size = (config.width - config.width % 2, config.height)
         self.max_frames = max_frames
         self.lossless = lossless
-        self.source = source if source is not None else Capture(
-            _source_of(config.device), self.size[0], self.size[1], config.fps,
-            paced=paced, lossless=lossless)
+        self.paced = paced
+        self.source = source if source is not None else self._capture(config.device)
         if segmenter is None:
             from vcam_harmonize.segmentation import PersonSegmenter
 
@@ -146,7 +153,7 @@ class Pipeline:
         self.background = BackgroundChoice(config.background, self.size)
         if harmonizer is None:
             device = pick_device(config.gpu)
-            refresh = config.refresh_every or (1 if device == "cuda" else 3)
+            refresh = refresh_every(device, config.refresh_every)
             harmonizer = Harmonizer(config.weights or None, device, config.res,
                                     config.smoothing, config.strength, refresh)
         self.harmonizer = harmonizer
@@ -160,8 +167,8 @@ class Pipeline:
         self._slot = Slot(lossless)
         self._bg_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._times: dict[str, deque] = {s: deque(maxlen=120) for s in STAGES}
-        self._latency: deque = deque(maxlen=600)
+        self._times: dict[str, deque] = {s: deque(maxlen=1000) for s in STAGES}
+        self._latency: deque = deque(maxlen=1000)
         self._out_stamps: deque = deque(maxlen=60)
         self._last_frame_at = time.monotonic()
 
@@ -233,7 +240,38 @@ class Pipeline:
     def set_res(self, res: int) -> None:
         self.harmonizer.set_res(check_res(res))
 
+    def set_mirror(self, mirror: bool) -> None:
+        """Mirror the output left-right (every sink)."""
+        for sink in self.sinks:
+            sink.mirror = mirror
+
+    def set_mask_smoothing(self, smoothing: float) -> None:
+        """Temporal smoothing of the person mask, in [0, 1) (segmenters that have it)."""
+        if not 0.0 <= smoothing < 1.0:
+            raise InputError(f"mask smoothing must be in [0, 1), got {smoothing}")
+        if hasattr(self.segmenter, "smoothing"):
+            self.segmenter.smoothing = smoothing
+
+    def set_device(self, device: str) -> None:
+        """Switch to another camera or video file while running; one that does not open
+        raises InputError and the current one is kept."""
+        new = self._capture(device).start()
+        old, self.source = self.source, new
+        old.stop()
+        self.harmonizer.reset()
+
+    def _capture(self, device: str) -> Capture:
+        return Capture(_source_of(device), self.size[0], self.size[1], self.config.fps,
+                       paced=self.paced, lossless=self.lossless)
+
     # ------------------------------------------------------------------ status
+    def reset_stats(self) -> None:
+        """Forget the timings so far (e.g. after a warm-up)."""
+        for times in self._times.values():
+            times.clear()
+        self._latency.clear()
+        self._out_stamps.clear()
+
     def stats(self) -> dict:
         """Output fps, frames, per-stage milliseconds (mean of the last frames), latency
         percentiles, error counts."""

@@ -1,0 +1,157 @@
+"""The Harmonizer: PHNet as a full-resolution colour transform, and its temporal smoothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vcam_harmonize.harmonizer import Harmonizer, fit_affine
+from vcam_harmonize.models import InputError, PHNet
+from vcam_harmonize.models.checkpoint import to_authors_state_dict
+
+SCENES = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "scenes"
+
+
+def _scene(h=180, w=320, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    frame = np.stack([80 + 0.3 * x, 100 + 0.2 * y, 140 + 0 * x], -1)
+    frame = (frame + rng.normal(0, 4, frame.shape)).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.float32)
+    mask[h // 4 :, w // 3 : 2 * w // 3] = 1
+    return frame, mask
+
+
+@pytest.fixture(scope="module")
+def harmonizer():
+    return Harmonizer()
+
+
+def test_fit_affine_recovers_an_exact_affine_map():
+    guide = torch.rand(1, 3, 32, 32)
+    a, b = fit_affine(guide, 1.5 * guide + 0.1, radius=3, eps=1e-8)
+    torch.testing.assert_close(a, torch.full_like(a, 1.5), atol=1e-3, rtol=0)
+    torch.testing.assert_close(b, torch.full_like(b, 0.1), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(180, 320), (97, 131), (720, 1280)])
+def test_output_keeps_full_size_and_exact_background(harmonizer, size):
+    frame, mask = _scene(*size)
+    out = harmonizer.harmonize(frame, mask)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert np.array_equal(out[mask == 0], frame[mask == 0])
+
+
+def test_strength_zero_and_empty_mask_return_the_composite(harmonizer):
+    frame, mask = _scene()
+    assert np.array_equal(harmonizer.harmonize(frame, np.zeros_like(mask)), frame)
+    weak = Harmonizer(strength=0.0)
+    assert np.array_equal(weak.harmonize(frame, mask), frame)
+
+
+def test_half_strength_lies_between(harmonizer):
+    frame, mask = _scene()
+    full = harmonizer.harmonize(frame, mask).astype(int)
+    half = Harmonizer(strength=0.5).harmonize(frame, mask).astype(int)
+    fg = mask > 0
+    assert np.abs(full - frame)[fg].mean() > 1
+    np.testing.assert_allclose(np.abs(half - frame)[fg].mean(),
+                               np.abs(full - frame)[fg].mean() / 2, rtol=0.15)
+
+
+def test_bad_settings_are_input_errors():
+    with pytest.raises(InputError, match="multiple of 8"):
+        Harmonizer(res=250)
+    with pytest.raises(InputError, match="strength"):
+        Harmonizer(strength=-0.1)
+    with pytest.raises(InputError, match="smoothing"):
+        Harmonizer(smoothing=1.0)
+    with pytest.raises(InputError, match="not found"):
+        Harmonizer(weights="/no/such/weights.pth")
+
+
+def test_authors_checkpoints_work_as_weights(tmp_path):
+    path = tmp_path / "best_ffhqh256.pth"
+    torch.save(to_authors_state_dict(PHNet.from_config("iharmony4")), path)
+    frame, mask = _scene(64, 96)
+    out = Harmonizer(weights=path, res=64).harmonize(frame, mask)
+    assert out.shape == frame.shape
+
+
+@pytest.mark.skipif(not SCENES.is_dir(), reason="needs ../shared/datasets/scenes")
+def test_harmonization_moves_a_recoloured_foreground_toward_the_truth(harmonizer):
+    from vcam_harmonize.training.datasets import FolderDataset, scene_splits
+
+    _, held_out = scene_splits(SCENES, 200, 0)
+    dataset = FolderDataset(SCENES, held_out[:24], size=None, seed=3)
+    before = after = 0.0
+    for sample in dataset:
+        comp = (sample["comp"].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        real = sample["real"].permute(1, 2, 0).numpy() * 255
+        mask = sample["mask"][0].numpy()
+        out = harmonizer.harmonize(comp, mask).astype(np.float32)
+        fg = mask > 0.5
+        before += ((comp - real) ** 2)[fg].mean()
+        after += ((out - real) ** 2)[fg].mean()
+    assert after < 0.8 * before
+
+
+def _noisy_clip(frame, frames, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(frames):
+        yield (frame + rng.normal(0, 6, frame.shape)).clip(0, 255).astype(np.uint8)
+
+
+def _fg_change(harmonizer, clip, mask):
+    """Mean frame-to-frame change of the harmonized foreground's colour (flicker)."""
+    fg = mask > 0
+    means = np.array([harmonizer.harmonize(f, mask)[fg].mean(axis=0) for f in clip])
+    return np.abs(np.diff(means, axis=0)).mean()
+
+
+def test_smoothing_steadies_the_correction_on_a_noisy_static_clip():
+    frame, mask = _scene(seed=1)
+    clip = list(_noisy_clip(frame, 12))
+    plain = _fg_change(Harmonizer(smoothing=0.0), clip, mask)
+    smooth = _fg_change(Harmonizer(smoothing=0.8), clip, mask)
+    assert smooth < 0.7 * plain
+
+
+def test_smoothing_settles_within_a_second_after_a_lighting_step():
+    frame, mask = _scene(seed=2)
+    bright = (frame.astype(np.float32) * 1.15).clip(0, 255).astype(np.uint8)
+    smooth = Harmonizer(smoothing=0.8)
+    for _ in range(5):
+        smooth.harmonize(frame, mask)
+    outs = [smooth.harmonize(bright, mask).astype(np.float32) for _ in range(30)]
+    target = Harmonizer(smoothing=0.0).harmonize(bright, mask).astype(np.float32)
+    fg = mask > 0
+    first, last = np.abs(outs[0] - target)[fg].mean(), np.abs(outs[-1] - target)[fg].mean()
+    assert last < 1.0 and last < first
+
+
+def test_reset_and_scene_cuts_forget_the_past():
+    frame, mask = _scene(seed=3)
+    other = frame // 3
+    fresh = Harmonizer(smoothing=0.0).harmonize(other, mask)
+    smooth = Harmonizer(smoothing=0.9)
+    for _ in range(3):
+        smooth.harmonize(frame, mask)
+    # a much darker frame is a scene cut: no trace of the earlier frames
+    np.testing.assert_allclose(smooth.harmonize(other, mask).astype(int), fresh.astype(int), atol=1)
+    smooth.reset()
+    np.testing.assert_allclose(smooth.harmonize(other, mask).astype(int), fresh.astype(int), atol=1)
+
+
+def test_refresh_every_reuses_the_transform_between_runs():
+    frame, mask = _scene(seed=4)
+    harmonizer = Harmonizer(refresh_every=4)
+    calls = []
+    original = harmonizer.model.forward
+    harmonizer.model.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    for _ in range(8):
+        harmonizer.harmonize(frame, mask)
+    assert len(calls) == 2

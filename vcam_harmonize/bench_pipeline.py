@@ -1,0 +1,186 @@
+"""The pipeline benchmark behind ``python -m vcam_harmonize.bench`` (see there)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vcam_harmonize.bench import device_name
+from vcam_harmonize.config import CameraConfig
+from vcam_harmonize.demo import write_demo_clip
+from vcam_harmonize.harmonizer import Harmonizer
+from vcam_harmonize.models import PHNet
+from vcam_harmonize.pipeline import Pipeline, refresh_every
+from vcam_harmonize.sinks import Sink
+
+SCENES = Path("..") / "shared" / "datasets" / "scenes"
+
+
+class CountingSink(Sink):
+    """A sink that only counts what it receives (the recording end of the benchmark)."""
+
+    def __init__(self):
+        super().__init__(mirror=False)
+        self.count = 0
+        self.shape: tuple | None = None
+
+    def send(self, frame: np.ndarray) -> None:
+        self.count += 1
+        self.shape = frame.shape
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process in MB (Linux /proc; else peak)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def run_pipeline_bench(args: argparse.Namespace) -> dict:
+    device = args.devices[0]
+    torch.set_num_threads(args.threads)
+    workdir = Path(tempfile.mkdtemp(prefix="vcam-bench-"))
+    try:
+        video = Path(args.video) if args.video else write_demo_clip(
+            workdir / "demo.avi", (args.width, args.height), 30.0)
+        result = time_pipeline(args, device, video)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result["reference_fps"] = reference_fps(args, device) if args.reference_frames else None
+    result["quality_gap_db"] = quality_gap(args, device) if args.quality_frames else None
+    return result
+
+
+def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
+    config = CameraConfig(device=str(video), width=args.width, height=args.height,
+                          background=args.background, harmonize=not args.no_harmonize,
+                          res=args.res, refresh_every=args.refresh_every,
+                          smoothing=args.smoothing, weights=args.weights,
+                          gpu="on" if device == "cuda" else "off", output="bench")
+    sink = CountingSink()
+    pipeline = Pipeline(config, [sink], max_frames=args.warmup + args.frames, lossless=True,
+                        paced=False)
+    marks: dict[str, float] = {}
+
+    def on_frame(_image):
+        if pipeline.frames_out == args.warmup:
+            pipeline.reset_stats()
+            marks["start"], marks["rss"] = time.perf_counter(), rss_mb()
+            marks["threads"] = threading.active_count()
+
+    pipeline.on_frame = on_frame
+    pipeline.start()
+    pipeline.wait()
+    elapsed = time.perf_counter() - marks["start"]
+    stats = pipeline.stats()
+    timed = sink.count - args.warmup
+    return {
+        "device": device_name(device),
+        "width": args.width, "height": args.height, "res": args.res,
+        "harmonize": not args.no_harmonize,
+        "refresh_every": pipeline.harmonizer.refresh_every,
+        "frames": timed,
+        "fps": round(timed / elapsed, 2),
+        "p50_ms": round(stats["p50_ms"], 2),
+        "p95_ms": round(stats["p95_ms"], 2),
+        "stage_ms": {k: round(v, 2) for k, v in stats["stage_ms"].items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rss_growth_mb": round(rss_mb() - marks["rss"], 1),
+        "errors": stats["errors"],
+    }
+
+
+def reference_fps(args: argparse.Namespace, device: str) -> float:
+    """Frames per second of the authors' way: every frame resized to 512, the 39.9 M
+    "ffhqh" network, resized back, blended."""
+    model = PHNet.from_config("ffhqh").to(device).eval()
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+    mask = np.zeros((args.height, args.width), np.float32)
+    cv2.ellipse(mask, (args.width // 2, args.height), (args.width // 5, args.height * 3 // 4),
+                0, 0, 360, 1.0, -1)
+    times = []
+    with torch.inference_mode():
+        for _ in range(args.reference_frames + 1):
+            start = time.perf_counter()
+            small = cv2.resize(frame, (512, 512), interpolation=cv2.INTER_LINEAR)
+            small_mask = cv2.resize(mask, (512, 512), interpolation=cv2.INTER_NEAREST)
+            image = torch.from_numpy(small).to(device).permute(2, 0, 1)[None].float() / 255
+            m = torch.from_numpy(small_mask).to(device)[None, None]
+            pred = model(image, m)
+            blended = (pred * m + image * (1 - m))[0].permute(1, 2, 0).float().cpu().numpy()
+            out = cv2.resize(blended, (args.width, args.height), interpolation=cv2.INTER_CUBIC)
+            (out * 255).clip(0, 255).astype(np.uint8)
+            times.append(time.perf_counter() - start)
+    return round(1.0 / float(np.median(times[1:])), 4)
+
+
+def scenes_clip(frames: int, seed: int = 0):
+    """``(composite, mask, truth)`` frames of a clip made from held-out scene photos,
+    each photo's object recoloured (channel gains and a gamma) and held for several
+    frames with camera noise; None when the photos are not there."""
+    if not SCENES.is_dir():
+        return None
+    names = sorted(p.stem for p in (SCENES / "images").glob("*.jpg"))[-20:]
+    rng = np.random.default_rng(seed)
+    per_photo = max(1, frames // len(names))
+    clip = []
+    for name in names:
+        real = cv2.cvtColor(cv2.imread(str(SCENES / "images" / f"{name}.jpg")),
+                            cv2.COLOR_BGR2RGB)
+        mask = (cv2.imread(str(SCENES / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+                > 127).astype(np.float32)
+        gains = rng.uniform(0.7, 1.3, 3)
+        gamma = rng.uniform(0.7, 1.4)
+        shifted = (255 * ((real / 255.0) ** gamma) * gains).clip(0, 255)
+        comp = np.where(mask[..., None] > 0, shifted, real)
+        for _ in range(per_photo):
+            noise = rng.normal(0, 2.0, real.shape)
+            clip.append(((comp + noise).clip(0, 255).astype(np.uint8), mask,
+                         (real + noise).clip(0, 255)))
+            if len(clip) == frames:
+                return clip
+    return clip
+
+
+def _fg_psnr(out: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
+    fg = mask > 0.5
+    mse = float(((out.astype(np.float64) - truth) ** 2)[fg].mean())
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def quality_gap(args: argparse.Namespace, device: str) -> float | None:
+    """PSNR on the person: every frame with no reuse minus the real-time path."""
+    clip = scenes_clip(args.quality_frames)
+    if not clip:
+        return None
+    weights = args.weights or None
+    live_refresh = refresh_every(device, args.refresh_every)
+    live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh)
+    exact = Harmonizer(weights, device, args.res, 0.0, refresh_every=1)
+    live_psnr, exact_psnr = [], []
+    for comp, mask, truth in clip:
+        live_psnr.append(_fg_psnr(live.harmonize(comp, mask), truth, mask))
+        exact_psnr.append(_fg_psnr(exact.harmonize(comp, mask), truth, mask))
+    return round(float(np.mean(exact_psnr) - np.mean(live_psnr)), 3)
+
