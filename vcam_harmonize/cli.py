@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         pipeline.stop()
     stats = pipeline.stats()
+    if pipeline.failure:
+        print(f"error: {pipeline.failure}", file=sys.stderr)
+        return 1
     if stats["errors"]:
         print(f"stage errors: {stats['errors']}", file=sys.stderr)
     print(f"vcam-harmonize: {stats['frames']} frames written", file=sys.stderr)

@@ -14,6 +14,7 @@ background (the caller's :meth:`reset`) or a scene cut (a jump of the frame's co
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -25,8 +26,12 @@ from kornia.filters import box_blur
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
 from vcam_harmonize.models.weights import default_weights_path
 
-#: mean absolute change of the low-resolution composite (0..1) taken as a scene cut.
+log = logging.getLogger(__name__)
+
+#: mean absolute change of a thumbnail of the composite (0..1) taken as a scene cut.
 SCENE_CUT = 0.2
+#: on a CPU, PHNet runs on every n-th frame; its colour transform serves the frames between.
+CPU_REFRESH_EVERY = 5
 #: mask values below this count as background (they could not change a uint8 pixel).
 MASK_FLOOR = 1.0 / 512
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
@@ -91,7 +96,8 @@ class Harmonizer:
     """
 
     def __init__(self, weights=None, device: str = "cpu", res: int = 256,
-                 smoothing: float = 0.0, strength: float = 1.0, refresh_every: int = 1):
+                 smoothing: float = 0.0, strength: float = 1.0, refresh_every: int = 1,
+                 background_refresh: bool = False):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; "
@@ -104,28 +110,42 @@ class Harmonizer:
         if refresh_every < 1:
             raise InputError(f"refresh_every must be at least 1, got {refresh_every}")
         self.refresh_every = refresh_every
-        self._lock = threading.Lock()
+        self.background_refresh = background_refresh
+        self._lock = threading.Lock()          # guards the temporal state below
+        self._model_lock = threading.Lock()    # one forward pass at a time
         self._stats = EMAStatistics(self.smoothing) if self.smoothing > 0 else None
         self._transform: ColourTransform | None = None
-        self._last_small: torch.Tensor | None = None
+        self._thumb: np.ndarray | None = None
         self._calls = 0
+        self._generation = 0                   # bumped by reset(): stale results are dropped
+        self._worker: _RefreshWorker | None = None
 
     # ------------------------------------------------------------------ settings
     def reset(self) -> None:
         """Forget all temporal state (earlier frames' statistics and transform)."""
         with self._lock:
-            self._transform = None
-            self._last_small = None
-            self._calls = 0
-            if self._stats is not None:
-                self._stats.reset()
+            self._forget()
+
+    def _forget(self) -> None:
+        self._transform = None
+        self._thumb = None
+        self._calls = 0
+        self._generation += 1
+        if self._stats is not None:
+            self._stats.reset()
+
+    def close(self) -> None:
+        """Stop the background refresh thread (it restarts when needed)."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
     def set_res(self, res: int) -> None:
         """Change the working resolution (takes effect on the next frame)."""
         res = check_res(res)
         with self._lock:
             self.res = res
-        self.reset()
+            self._forget()
 
     def set_strength(self, strength: float) -> None:
         self.strength = _check_unit(strength, "strength")
@@ -149,9 +169,23 @@ class Harmonizer:
         mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
         if self.strength <= 0 or not (mask >= MASK_FLOOR).any():
             return composite.copy()
-        with self._lock:
-            transform = self._update_transform(composite, mask)
+        try:
+            transform = self._transform_for(composite, mask)
+        except torch.cuda.OutOfMemoryError:
+            self._fall_back_to_cpu()
+            transform = self._transform_for(composite, mask)
         return self._apply(composite, mask, transform)
+
+    def _fall_back_to_cpu(self) -> None:
+        """CUDA ran out of memory: go on with the model on the CPU."""
+        log.error("CUDA out of memory; PHNet continues on the CPU")
+        with self._model_lock, self._lock:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.device = torch.device("cpu")
+            self.model.to(self.device)
+            self.refresh_every = max(self.refresh_every, CPU_REFRESH_EVERY)
+            self._forget()
 
     def _small(self, composite: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         size = (self.res, self.res)
@@ -161,28 +195,47 @@ class Harmonizer:
         mask_t = torch.from_numpy(small_mask).to(self.device)[None, None]
         return image_t, mask_t
 
-    @torch.inference_mode()
-    def _update_transform(self, composite: np.ndarray, mask: np.ndarray) -> ColourTransform:
-        refresh = self._transform is None or self._calls % self.refresh_every == 0
-        self._calls += 1
-        if not refresh:
-            return self._transform
+    def _transform_for(self, composite: np.ndarray, mask: np.ndarray) -> ColourTransform:
+        """The transform for this frame: a fresh one every ``refresh_every`` frames and
+        after a scene cut, the last one in between. With ``background_refresh`` the
+        fresh ones are computed on a worker thread while frames go on with the last."""
+        thumb = cv2.resize(composite, (32, 18), interpolation=cv2.INTER_AREA)
+        with self._lock:
+            if self._thumb is not None and \
+                    np.abs(thumb.astype(np.float32) - self._thumb).mean() > SCENE_CUT * 255:
+                self._forget()
+            self._thumb = thumb.astype(np.float32)
+            due = self._transform is None or self._calls % self.refresh_every == 0
+            self._calls += 1
+            current, generation = self._transform, self._generation
+        if not due:
+            return current
         image, small_mask = self._small(composite, mask)
-        if self._last_small is not None and self._last_small.shape == image.shape and \
-                float((image - self._last_small).abs().mean()) > SCENE_CUT:
-            self._transform = None
-            if self._stats is not None:
-                self._stats.reset()
-        self._last_small = image
-        with torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
-            pred = self.model(image, small_mask, stats_hook=self._stats).float()
-        target = pred * small_mask + image * (1 - small_mask)
-        new = ColourTransform(*fit_affine(image, target, radius=max(2, self.res // 32)))
-        if self._transform is not None and self.smoothing > 0 and \
-                self._transform.a.shape == new.a.shape:
-            new = self._transform.blend(new, self.smoothing)
-        self._transform = new
-        return new
+        if self.background_refresh and current is not None:
+            if self._worker is None:
+                self._worker = _RefreshWorker(self)
+            self._worker.submit(image, small_mask, generation)
+            return current
+        return self._refresh(image, small_mask, generation) or current
+
+    @torch.inference_mode()
+    def _refresh(self, image: torch.Tensor, small_mask: torch.Tensor,
+                 generation: int) -> ColourTransform | None:
+        """Run PHNet on the small frame and fold the fitted transform into the state;
+        None if a reset happened meanwhile."""
+        with self._model_lock:
+            with torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
+                pred = self.model(image, small_mask, stats_hook=self._stats).float()
+            target = pred * small_mask + image * (1 - small_mask)
+            new = ColourTransform(*fit_affine(image, target, radius=max(2, self.res // 32)))
+        with self._lock:
+            if generation != self._generation:
+                return None
+            if self._transform is not None and self.smoothing > 0 and \
+                    self._transform.a.shape == new.a.shape:
+                new = self._transform.blend(new, self.smoothing)
+            self._transform = new
+            return new
 
     def _apply(self, composite: np.ndarray, mask: np.ndarray,
                transform: ColourTransform) -> np.ndarray:
@@ -236,3 +289,40 @@ def _check_unit(value: float, name: str, upper_open: bool = False) -> float:
         bound = "[0, 1)" if upper_open else "[0, 1]"
         raise InputError(f"{name} must be in {bound}, got {value}")
     return value
+
+
+class _RefreshWorker:
+    """One thread that runs the Harmonizer's refreshes; a new request replaces a
+    waiting one, so the transform never lags by more than one refresh."""
+
+    def __init__(self, harmonizer: Harmonizer):
+        self.harmonizer = harmonizer
+        self._job = None
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="phnet-refresh", daemon=True)
+        self._thread.start()
+
+    def submit(self, image: torch.Tensor, mask: torch.Tensor, generation: int) -> None:
+        with self._cond:
+            self._job = (image, mask, generation)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(2.0)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                job, self._job = self._job, None
+            try:
+                self.harmonizer._refresh(*job)
+            except Exception as err:  # the frames go on with the last transform
+                log.error("PHNet refresh failed: %s", err)

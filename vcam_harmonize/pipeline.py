@@ -32,14 +32,12 @@ from vcam_harmonize.backgrounds import (
 from vcam_harmonize.capture import Capture, Frame
 from vcam_harmonize.compositing import composite
 from vcam_harmonize.config import CameraConfig
-from vcam_harmonize.harmonizer import Harmonizer, check_res
+from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.sinks import Sink, VirtualCameraSink
 
 log = logging.getLogger(__name__)
 
-#: on a CPU, PHNet runs on every n-th frame; its colour transform serves the frames between.
-CPU_REFRESH_EVERY = 5
 #: seconds without a camera frame before the virtual camera shows "camera lost".
 CAMERA_LOST_AFTER = 1.0
 STAGES = ("capture", "segment", "background", "composite", "harmonize", "output")
@@ -154,13 +152,16 @@ class Pipeline:
         if harmonizer is None:
             device = pick_device(config.gpu)
             refresh = refresh_every(device, config.refresh_every)
+            # on a CPU the network runs beside the frames, which go on with the last transform
             harmonizer = Harmonizer(config.weights or None, device, config.res,
-                                    config.smoothing, config.strength, refresh)
+                                    config.smoothing, config.strength, refresh,
+                                    background_refresh=device == "cpu")
         self.harmonizer = harmonizer
         self.harmonize_enabled = config.harmonize
         self.paused = False
         self.errors = StageErrors()
         self.frames_out = 0
+        self.failure: str | None = None
         self.finished = threading.Event()
         self.on_frame: Callable[[np.ndarray], None] | None = None
         self._stop = threading.Event()
@@ -192,6 +193,8 @@ class Pipeline:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
         self.source.stop()
+        if hasattr(self.harmonizer, "close"):
+            self.harmonizer.close()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -364,6 +367,13 @@ class Pipeline:
 
     def _emit(self, image: np.ndarray, captured_at: float, t: float) -> None:
         for sink in self.sinks:
+            failure = getattr(sink, "failure", None)
+            if failure and self.failure is None:
+                self.failure = failure
+                log.error("%s; stopping", failure)
+                self._stop.set()
+                threading.Thread(target=self.stop, name="stopper", daemon=True).start()
+                return
             try:
                 sink.send(image)
             except Exception as err:

@@ -148,7 +148,8 @@ class VirtualCameraSink(Sink):
         self._latest = np.zeros((height, self.width, 3), np.uint8)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._warned = False
+        self.failure: str | None = None
+        self._failures = 0
         self._thread = threading.Thread(target=self._run, name="virtual-camera", daemon=True)
         self._thread.start()
 
@@ -184,14 +185,23 @@ class VirtualCameraSink(Sink):
         return self._cards[text]
 
     def _run(self) -> None:
-        """Sender loop: one frame per tick, paced by pyvirtualcam."""
+        """Sender loop: one frame per tick, paced by pyvirtualcam.
+
+        A device that refuses writes for about a second (unplugged, module unloaded)
+        sets ``failure`` and ends the loop; the pipeline then stops cleanly.
+        """
         while not self._stop.is_set():
             try:
                 self._camera.send(self._current())
-            except Exception as err:  # the stream must not die with the device
-                if not self._warned:
-                    log.warning("virtual camera send failed: %s", err)
-                    self._warned = True
+                self._failures = 0
+            except Exception as err:  # a refused write must not kill the thread silently
+                self._failures += 1
+                if self._failures == 1:
+                    log.warning("virtual camera write failed: %s", err)
+                if self._failures >= max(3, int(self.fps)):
+                    self.failure = (f"the virtual camera {self.device} stopped accepting "
+                                    f"frames ({err}); check it with 'vcam-harmonize doctor'")
+                    return
             self._camera.sleep_until_next_frame()
 
 

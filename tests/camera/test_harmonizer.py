@@ -155,3 +155,22 @@ def test_refresh_every_reuses_the_transform_between_runs():
     for _ in range(8):
         harmonizer.harmonize(frame, mask)
     assert len(calls) == 2
+
+
+def test_background_refresh_keeps_frames_flowing_and_updates_the_transform():
+    import time
+
+    frame, mask = _scene(seed=5)
+    harmonizer = Harmonizer(refresh_every=2, background_refresh=True)
+    calls = []
+    original = harmonizer.model.forward
+    harmonizer.model.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    first = harmonizer.harmonize(frame, mask)  # the first transform is computed at once
+    assert len(calls) == 1
+    for _ in range(6):
+        out = harmonizer.harmonize(frame, mask)
+        time.sleep(0.1)
+    assert len(calls) >= 3
+    assert out.shape == first.shape
+    harmonizer.close()
+    assert harmonizer._worker is None
