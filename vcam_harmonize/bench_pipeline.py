@@ -141,9 +141,9 @@ def scenes_clip(frames: int, seed: int = 0):
     frames with camera noise; None when the photos are not there."""
     if not SCENES.is_dir():
         return None
-    names = sorted(p.stem for p in (SCENES / "images").glob("*.jpg"))[-20:]
+    names = sorted(p.stem for p in (SCENES / "images").glob("*.jpg"))[-10:]
     rng = np.random.default_rng(seed)
-    per_photo = max(1, frames // len(names))
+    per_photo = max(1, frames // len(names))  # each photo is a one-second shot at 30 fps
     clip = []
     for name in names:
         real = cv2.cvtColor(cv2.imread(str(SCENES / "images" / f"{name}.jpg")),

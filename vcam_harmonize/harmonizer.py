@@ -29,7 +29,7 @@ from vcam_harmonize.models.weights import default_weights_path
 log = logging.getLogger(__name__)
 
 #: mean absolute change of a thumbnail of the composite (0..1) taken as a scene cut.
-SCENE_CUT = 0.2
+SCENE_CUT = 0.1
 #: on a CPU, PHNet runs on every n-th frame; its colour transform serves the frames between.
 CPU_REFRESH_EVERY = 5
 #: mask values below this count as background (they could not change a uint8 pixel).
@@ -167,14 +167,15 @@ class Harmonizer:
         if mask.shape != composite.shape[:2]:
             raise InputError(f"mask {mask.shape} does not match composite {composite.shape[:2]}")
         mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
-        if self.strength <= 0 or not (mask >= MASK_FLOOR).any():
+        active = mask >= MASK_FLOOR
+        if self.strength <= 0 or not active.any():
             return composite.copy()
         try:
             transform = self._transform_for(composite, mask)
         except torch.cuda.OutOfMemoryError:
             self._fall_back_to_cpu()
             transform = self._transform_for(composite, mask)
-        return self._apply(composite, mask, transform)
+        return self._apply(composite, mask, transform, active)
 
     def _fall_back_to_cpu(self) -> None:
         """CUDA ran out of memory: go on with the model on the CPU."""
@@ -237,14 +238,15 @@ class Harmonizer:
             self._transform = new
             return new
 
-    def _apply(self, composite: np.ndarray, mask: np.ndarray,
-               transform: ColourTransform) -> np.ndarray:
+    def _apply(self, composite: np.ndarray, mask: np.ndarray, transform: ColourTransform,
+               active: np.ndarray | None = None) -> np.ndarray:
         """Apply the transform where the mask is, at full resolution.
 
         With alpha = strength * mask: out = I + alpha * ((a * I + b) - I)
         = (1 + alpha * (a - 1)) * I + alpha * b, computed inside the person's box only.
         """
-        active = mask >= MASK_FLOOR
+        if active is None:
+            active = mask >= MASK_FLOOR
         rows = np.flatnonzero(active.any(axis=1))
         cols = np.flatnonzero(active.any(axis=0))
         if rows.size == 0:
