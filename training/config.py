@@ -82,6 +82,9 @@ class TrainSection:
     log_every: int = 50
     val_every: int = 1  # epochs between validations
     val_limit: int = 0  # validate on at most this many samples per set; 0 = all
+    # what picks best.safetensors: "" = mean PSNR over all held-out images, or one
+    # logged metric such as "portraits/fmse" (MSE-like ones: lower is better)
+    best_metric: str = ""
 
 
 @dataclass

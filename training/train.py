@@ -204,7 +204,7 @@ class Trainer:
         self.loss_fn = HarmonizationLoss(
             config.loss.variant, tuple(config.loss.weights), config.loss.min_area
         )
-        self.epoch, self.step, self.best_psnr = 0, 0, -math.inf
+        self.epoch, self.step, self.best_score = 0, 0, -math.inf
         self.optimizer_state = None
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +239,7 @@ class Trainer:
         if state.get("config") != json.loads(json.dumps(self.config.to_dict())):
             logger.warning("%s was written with another config; resuming with the new one", path)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        self.best_psnr = float(state["best_psnr"])
+        self.best_score = float(state["best_score"])
         self.optimizer_state = state["optimizer"]
         if self.main:
             logger.info("resuming %s at epoch %d (step %d)", self.out, self.epoch, self.step)
@@ -250,7 +250,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
-            "best_psnr": self.best_psnr,
+            "best_score": self.best_score,
             "stage": stage_of(self.config, max(self.epoch - 1, 0)),
             "config": self.config.to_dict(),
         }
@@ -427,14 +427,24 @@ class Trainer:
                 result[f"{name}/composite_{key}"] = composite[key]
         val_psnr = acc.overall_means()["psnr"]
         result["val_psnr"] = val_psnr
-        if val_psnr > self.best_psnr:
-            self.best_psnr = val_psnr
+        score = self._score(result)
+        if score > self.best_score:
+            self.best_score = score
             save_weights(
                 self.model,
                 self.out / BEST,
-                extra={"epoch": str(self.epoch), "val_psnr": f"{val_psnr:.4f}"},
+                extra={"epoch": str(self.epoch), "val_psnr": f"{val_psnr:.4f}",
+                       "best_metric": self.config.train.best_metric or "val_psnr"},
             )
         return result
+
+    def _score(self, result: dict) -> float:
+        """The selection score of best.safetensors (higher is better)."""
+        name = self.config.train.best_metric or "val_psnr"
+        if name not in result:
+            raise InputError(f"config: train.best_metric {name!r} is not a logged metric "
+                             f"(choose from {', '.join(sorted(result))})")
+        return -result[name] if name.endswith("mse") else result[name]
 
     # ------------------------------------------------------------------ logs
     def _log(self, metrics: dict) -> None:

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader
 
-from vcam_harmonize.models import load_model
+from vcam_harmonize.models import InputError, load_model
 from vcam_harmonize.training import cli
 from vcam_harmonize.training.config import load_config
 from vcam_harmonize.training.train import BEST, CHECKPOINT, LOG, PLOT, Trainer
@@ -360,3 +360,19 @@ def test_a_missing_list_file_is_one_line_and_exit_code_2(tmp_path, capsys):
 def test_evaluate_with_nothing_to_evaluate_is_one_line_and_exit_code_2(tmp_path, capsys):
     assert cli.main(["evaluate", "--weights", "composite", "--out", str(tmp_path)]) == 2
     assert "nothing to evaluate" in _one_error_line(capsys)
+
+
+def test_best_weights_follow_the_chosen_metric(tiny_folder, tmp_path):
+    config = load_config(write_config(tmp_path / "tiny.toml", tiny_folder, "one", epochs=2),
+                         ["train.best_metric=tiny/fmse"])
+    Trainer(config, tmp_path / "run", device="cpu", progress=False).fit()
+    rows = log_rows(tmp_path / "run")
+    best_epoch = min(rows, key=lambda r: float(r["tiny/fmse"]))["epoch"]
+    with safe_open(str(tmp_path / "run" / "best.safetensors"), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["best_metric"] == "tiny/fmse" and meta["epoch"] == best_epoch
+
+    bad = load_config(write_config(tmp_path / "bad.toml", tiny_folder, "one"),
+                      ["train.best_metric=tiny/nothing"])
+    with pytest.raises(InputError, match="not a logged metric"):
+        Trainer(bad, tmp_path / "run2", device="cpu", progress=False).fit()
