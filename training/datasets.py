@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.images import cover_crop, decode_file, header_size, read_image
 from vcam_harmonize.training.recipe import colour_transfer, recolour_foreground
 
 logger = logging.getLogger(__name__)
@@ -30,36 +30,13 @@ IHARMONY4_SUBSETS = ("HCOCO", "HFlickr", "Hday2night", "HAdobe5k")
 
 
 # ----------------------------------------------------------------------------- image I/O
-def _decode(path: Path) -> np.ndarray:
-    """The file's pixels as OpenCV stores them (BGR order), uint8 or uint16."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror}; check the path") from err
-    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if pixels is None or pixels.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path} is not a readable 8- or 16-bit image; replace or remove it")
-    return pixels
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """RGB image as ``(H, W, 3)`` uint8; greyscale, RGBA and 16-bit files are converted."""
-    pixels = _decode(Path(path))
-    if pixels.dtype == np.uint16:
-        pixels = np.round(pixels / 257.0).astype(np.uint8)
-    if pixels.ndim == 2 or pixels.shape[2] == 1:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    code = cv2.COLOR_BGRA2RGB if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(pixels, code)
-
-
 def read_mask(path: str | Path) -> np.ndarray:
     """Mask as ``(H, W)`` float32 in [0, 1].
 
     A greyscale file is the mask; a 4-channel file's alpha is (a cut-out); a colour file
     is converted to grey.
     """
-    pixels = _decode(Path(path))
+    pixels = decode_file(path)
     scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[:, :, 3]
@@ -71,12 +48,12 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except OSError as err:
-        raise InputError(f"{path} is not a readable image; replace or remove it") from err
+    """``(width, height)``, from the file header where the format allows it."""
+    size = header_size(Path(path))
+    if size is not None:
+        return size
+    height, width = decode_file(path).shape[:2]
+    return width, height
 
 
 def resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -88,14 +65,9 @@ def resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(array, (width, height), interpolation=interpolation)
 
 
-def cover_crop(array: np.ndarray, size: int) -> np.ndarray:
+def cover_crop_square(array: np.ndarray, size: int) -> np.ndarray:
     """Scale ``(H, W[, C])`` so it covers ``size x size``, then cut out the centre."""
-    height, width = array.shape[:2]
-    scale = size / min(height, width)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    scaled = resize(array, new_w, new_h)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return scaled[top : top + size, left : left + size]
+    return cover_crop(array, (size, size))
 
 
 def image_to_tensor(image: np.ndarray) -> Tensor:
@@ -315,7 +287,7 @@ class FolderDataset(Dataset):
         _, image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path), read_mask(mask_path)
         if self.size is not None:
-            image, mask = cover_crop(image, self.size), cover_crop(mask, self.size)
+            image, mask = cover_crop_square(image, self.size), cover_crop_square(mask, self.size)
         return image_to_tensor(image)[None], mask_to_tensor(mask)[None]
 
     def __getitem__(self, index: int) -> dict:

@@ -10,20 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-import struct
 import time
 from pathlib import Path
-from typing import BinaryIO
 
 import cv2
 import numpy as np
 
-from vcam_harmonize.compositing import cover_crop
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.images import cover_crop, read_image
 
 log = logging.getLogger(__name__)
 
-MAX_PIXELS = 50_000_000
 DEFAULT_BLUR = 15.0
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif"}
@@ -36,95 +33,6 @@ _BLUR_WEIGHT_FLOOR = 1e-3
 def default_backgrounds() -> list[Path]:
     """The background images shipped with the package, sorted by name."""
     return sorted(p for p in _ASSETS.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def header_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) declared in a PNG, JPEG, BMP or WebP header; None otherwise.
-
-    Reads only the header, so a decompression bomb can be refused before decoding.
-    """
-    with open(path, "rb") as f:
-        head = f.read(32)
-        if head.startswith(b"\x89PNG\r\n\x1a\n"):
-            return struct.unpack(">II", head[16:24])
-        if head.startswith(b"BM"):
-            width, height = struct.unpack("<ii", head[18:26])
-            return abs(width), abs(height)
-        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-            return _webp_size(head)
-        if head.startswith(b"\xff\xd8"):
-            f.seek(2)
-            return _jpeg_size(f)
-    return None
-
-
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    chunk = head[12:16]
-    if chunk == b"VP8 ":
-        width, height = struct.unpack("<HH", head[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L":
-        bits = int.from_bytes(head[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X":
-        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
-    return None
-
-
-def _jpeg_size(f: BinaryIO) -> tuple[int, int] | None:
-    """Walk JPEG marker segments (file positioned after SOI) to the first SOFn."""
-    while True:
-        marker = f.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            return None
-        kind = marker[1]
-        if kind == 0xFF:  # fill byte
-            f.seek(-1, 1)
-            continue
-        length_bytes = f.read(2)
-        if len(length_bytes) < 2:
-            return None
-        length = struct.unpack(">H", length_bytes)[0]
-        if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
-            frame_header = f.read(5)
-            if len(frame_header) < 5:
-                return None
-            height, width = struct.unpack(">xHH", frame_header)
-            return width, height
-        f.seek(length - 2, 1)
-
-
-def to_rgb8(image: np.ndarray) -> np.ndarray:
-    """Any ``cv2.imread(..., IMREAD_UNCHANGED)`` result -> uint8 RGB (H, W, 3).
-
-    Handles grey, BGR, BGRA (composited over black) and 16-bit or float images.
-    """
-    if image.dtype == np.uint16:
-        image = (image.astype(np.float32) * (1.0 / 257.0) + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if image.ndim == 2 or image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        alpha = image[:, :, 3:].astype(np.float32) * (1.0 / 255.0)
-        image = (image[:, :, :3] * alpha + 0.5).astype(np.uint8)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB, refusing bombs (> 50 Mpx) and corrupt files."""
-    size = header_size(path)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise InputError(
-            f"image {path} is {size[0]}x{size[1]} pixels, over the "
-            f"{MAX_PIXELS // 1_000_000} megapixel limit; use a smaller image"
-        )
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise InputError(f"cannot decode image {path} (corrupt or truncated file?)")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise InputError(f"image {path} is over the {MAX_PIXELS // 1_000_000} megapixel limit")
-    return to_rgb8(image)
 
 
 def blur_background(frame: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:

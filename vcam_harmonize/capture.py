@@ -20,8 +20,8 @@ from typing import NamedTuple, Protocol
 import cv2
 import numpy as np
 
-from vcam_harmonize.compositing import cover_crop
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.images import cover_crop
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import pyvirtualcam
 
-from vcam_harmonize.compositing import cover_crop
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.images import cover_crop
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from vcam_harmonize.backgrounds import (
     BackgroundCycler,
     blur_background,
     default_backgrounds,
-    header_size,
     load_background,
 )
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.images import header_size
 
 from .helpers import frame_number, grey_frames, write_video
 

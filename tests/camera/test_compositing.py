@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vcam_harmonize.compositing import composite, cover_crop
+from vcam_harmonize.compositing import composite
+from vcam_harmonize.models.images import cover_crop
 
 
 @pytest.fixture
