@@ -129,14 +129,7 @@ class VirtualCameraSink(Sink):
         if device is None and backend in (None, "v4l2loopback") and sys.platform == "linux":
             device = find_loopback_device(name)
         try:
-            self._camera = pyvirtualcam.Camera(
-                self.width,
-                height,
-                fps,
-                fmt=pyvirtualcam.PixelFormat.RGB,
-                device=device,
-                backend=backend,
-            )
+            self._camera = _open_camera(self.width, height, fps, device, backend, name)
         except (RuntimeError, ValueError, OSError) as err:
             message = " / ".join(str(err).splitlines())
             hint = setup_hint(name, message)
@@ -203,6 +196,21 @@ class VirtualCameraSink(Sink):
                                     f"frames ({err}); check it with 'vcam-harmonize doctor'")
                     return
             self._camera.sleep_until_next_frame()
+
+
+def _open_camera(width: int, height: int, fps: float, device: str | None,
+                 backend: str | None, name: str) -> pyvirtualcam.Camera:
+    """Open the virtual camera; on Windows a Unity Capture device registered as ``name``
+    comes first (it carries the product's name), else pyvirtualcam's default order."""
+    if sys.platform == "win32" and backend is None and device is None and \
+            "unitycapture" in pyvirtualcam.camera.BACKENDS:
+        try:
+            return pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB,
+                                       device=name, backend="unitycapture")
+        except (RuntimeError, ValueError, OSError):
+            log.info("no Unity Capture device named %r; trying OBS Virtual Camera", name)
+    return pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB,
+                               device=device, backend=backend)
 
 
 class WindowSink(Sink):

@@ -181,3 +181,18 @@ def test_window_without_display_is_an_input_error(monkeypatch):
 def test_real_backend_without_loopback_device_is_an_input_error():
     with pytest.raises(InputError, match="sudo modprobe v4l2loopback"):
         VirtualCameraSink(64, 48, 30, device="/dev/video63", backend="v4l2loopback")
+
+
+def test_windows_prefers_a_unity_capture_device_with_the_product_name(monkeypatch):
+    from tests.fakecam import RecordingBackend
+
+    monkeypatch.setattr(sys, "platform", "win32")
+    pyvirtualcam.register_backend("unitycapture", RecordingBackend)
+    try:
+        sink = VirtualCameraSink(64, 48, 30)
+        try:
+            assert sink.device == "PHNet Cam"
+        finally:
+            sink.close()
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("unitycapture", None)
