@@ -156,11 +156,19 @@ def _is_safetensors(path: Path) -> bool:
 def load_model(path, map_location="cpu") -> PHNet:
     """Build and load a PHNet from an authors' ``.pth`` or our safetensors file."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a weights file")
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
-    if path.stat().st_size == 0:
+    try:
+        empty = path.stat().st_size == 0
+        safetensors = not empty and _is_safetensors(path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the weights file ({err.strerror or err}); "
+                         f"check its permissions") from None
+    if empty:
         raise InputError(f"{path}: weights file is empty")
-    if _is_safetensors(path):
+    if safetensors:
         return _load_safetensors(path, map_location)
     state = _read_torch(path, map_location)
     if not any(k.startswith(AUTHOR_PREFIXES) for k in state):

@@ -22,12 +22,15 @@ def header_size(path: Path) -> tuple[int, int] | None:
     """(width, height) declared in a PNG, JPEG, BMP or WebP header; None otherwise.
 
     Reads only the header, so a decompression bomb can be refused before decoding.
+    A header cut short also gives None (decoding the file then fails cleanly).
     """
     with open(path, "rb") as f:
         head = f.read(32)
         if head.startswith(b"\x89PNG\r\n\x1a\n"):
-            return struct.unpack(">II", head[16:24])
+            return struct.unpack(">II", head[16:24]) if len(head) >= 24 else None
         if head.startswith(b"BM"):
+            if len(head) < 26:
+                return None
             width, height = struct.unpack("<ii", head[18:26])
             return abs(width), abs(height)
         if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
@@ -38,8 +41,14 @@ def header_size(path: Path) -> tuple[int, int] | None:
     return None
 
 
+#: bytes of a WebP file up to the end of the size fields, per first chunk type.
+_WEBP_HEADER_BYTES = {b"VP8 ": 30, b"VP8L": 25, b"VP8X": 30}
+
+
 def _webp_size(head: bytes) -> tuple[int, int] | None:
     chunk = head[12:16]
+    if len(head) < _WEBP_HEADER_BYTES.get(chunk, 0):
+        return None
     if chunk == b"VP8 ":
         width, height = struct.unpack("<HH", head[26:30])
         return width & 0x3FFF, height & 0x3FFF

@@ -131,8 +131,30 @@ def _convert(hint, value: Any, where: str):
     return value
 
 
+#: the per-set metrics that train.best_metric may name as "<set name>/<metric>".
+SET_METRICS = ("mse", "fmse", "psnr", "fpsnr")
+
+
+def set_name(ds: DataSet) -> str:
+    """The set's label in logs and metric names: its name, else its folder's name."""
+    return ds.name or Path(ds.root).name
+
+
+def _check_best_metric(config: TrainConfig) -> None:
+    """train.best_metric must name a metric that validation will log."""
+    metric = config.train.best_metric
+    names = [set_name(ds) for ds in config.data.sets]
+    choices = {"", "val_psnr"} | {f"{n}/{m}" for n in names for m in SET_METRICS}
+    if metric not in choices:
+        raise InputError(
+            f"config: train.best_metric {metric!r} is not a logged metric (choose val_psnr "
+            f"or <set>/<{'|'.join(SET_METRICS)}> with <set> one of {', '.join(names)})"
+        )
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Range checks that types cannot express."""
+    train = config.train
     checks = [
         (
             config.data.size > 0 and config.data.size % 8 == 0,
@@ -145,7 +167,15 @@ def validate(config: TrainConfig) -> TrainConfig:
             "loss.variant must be 'paper', 'authors' or 'blended'",
         ),
         (len(config.loss.weights) == 3, "loss.weights needs three numbers"),
+        (config.data.workers >= 0, "data.workers must be 0 or more"),
         (config.train.batch_size > 0, "train.batch_size must be positive"),
+        (train.log_every > 0, "train.log_every must be positive"),
+        (train.val_every > 0, "train.val_every must be positive"),
+        (train.max_minutes >= 0, "train.max_minutes must be 0 (no limit) or more"),
+        (
+            len(train.betas) == 2 and all(0.0 <= b < 1.0 for b in train.betas),
+            "train.betas needs two numbers in [0, 1)",
+        ),
         (len(config.stages) > 0, "at least one [[stages]] entry is needed"),
         (
             all(s.epochs > 0 and s.lr > 0 for s in config.stages),
@@ -163,6 +193,9 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise InputError(f"config: data.sets[{i}].split must be random, scenes or portraits")
         if not ds.root:
             raise InputError(f"config: data.sets[{i}].root is empty")
+        if ds.repeat < 1:
+            raise InputError(f"config: data.sets[{i}].repeat must be 1 or more")
+    _check_best_metric(config)
     return config
 
 

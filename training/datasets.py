@@ -266,7 +266,10 @@ class FolderDataset(Dataset):
             return f"{self.root / 'images' / stem}.*: no such image", None
         if mask is None:
             return f"{image}: no mask {self.root / 'masks' / stem}.png", None
-        image_wh, mask_wh = image_size(image), image_size(mask)
+        try:
+            image_wh, mask_wh = image_size(image), image_size(mask)
+        except InputError as err:  # unreadable or cut short
+            return str(err), None
         if image_wh != mask_wh:
             return f"{image}: image is {image_wh} (w, h) but mask {mask.name} is {mask_wh}", None
         return None, (stem, image, mask)

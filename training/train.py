@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from vcam_harmonize.models import PHNet, load_model, save_weights
 from vcam_harmonize.models.errors import InputError
-from vcam_harmonize.training.config import DataSet, TrainConfig
+from vcam_harmonize.training.config import TrainConfig, set_name
 from vcam_harmonize.training.datasets import (
     FFHQHDataset,
     FolderDataset,
@@ -62,10 +62,6 @@ class Splits:
 
     train: Dataset
     val: dict[str, Dataset]
-
-
-def set_name(ds: DataSet) -> str:
-    return ds.name or Path(ds.root).name
 
 
 def build_splits(config: TrainConfig) -> Splits:
@@ -189,6 +185,8 @@ class Trainer:
         self.main = self.rank == 0
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: PyTorch sees no CUDA GPU; use --device cpu")
         if device.startswith("cuda") and self.distributed:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
             torch.cuda.set_device(device)
@@ -372,7 +370,7 @@ class Trainer:
                 pred = net(comp, mask)
             loss, _ = self.loss_fn(pred.float(), real, comp, mask)
             if not torch.isfinite(loss):
-                raise RuntimeError(
+                raise InputError(
                     f"loss became {loss.item()} at step {self.step}; "
                     f"lower the learning rate of stage {stage_name}"
                 )

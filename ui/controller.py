@@ -22,8 +22,7 @@ import numpy as np
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 
 from vcam_harmonize import capture
-from vcam_harmonize.config import CameraConfig, load_toml, save_toml, settings_path
-from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.config import CameraConfig, InputError, load_toml, save_toml, settings_path
 from vcam_harmonize.pipeline import BackgroundChoice, Pipeline
 
 from .errors import fix_for
@@ -55,7 +54,7 @@ def default_pipeline(config: CameraConfig, demo: bool = False) -> Pipeline:
     if demo:
         from vcam_harmonize.demo import DemoClip
 
-        source = DemoClip((config.width - config.width % 2, config.height), config.fps)
+        source = DemoClip(config.output_size, config.fps)
     sinks = make_sinks(config)
     try:
         return Pipeline(config, sinks, source=source)
@@ -274,15 +273,14 @@ class CameraController(QObject):
             if pipeline is not None and key in LIVE_SETTERS:
                 getattr(pipeline, LIVE_SETTERS[key])(getattr(new, key))
             elif key == "background":  # not running: still refuse a bad file now
-                size = (new.width - new.width % 2, new.height)
-                BackgroundChoice(new.background, size).current.close()
+                BackgroundChoice(new.background, new.output_size).current.close()
         self._applied = new
         save_toml(new, self.settings_file)
         return new
 
     def _add_job(self, path: Path) -> CameraConfig:
-        size = (self._applied.width - self._applied.width % 2, self._applied.height)
-        BackgroundChoice(str(path), size).current.close()  # refuse a bad file before copying
+        # refuse a bad file before copying it
+        BackgroundChoice(str(path), self._applied.output_size).current.close()
         return self._change_job({"background": str(add_to_folder(path, self.user_folder))})
 
     def _on_frame(self, image: np.ndarray) -> None:

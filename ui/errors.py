@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from vcam_harmonize.doctor import setup_commands
+from vcam_harmonize.sinks import setup_commands
 
 DOCTOR = "For a full check run: vcam-harmonize doctor"
 BACKGROUND_FIX = ("Pick another background: an image (JPEG, PNG, WebP) or a video OpenCV "
@@ -25,7 +25,7 @@ _KINDS = (
 
 
 def virtual_camera_fix(platform: str = sys.platform) -> str:
-    steps = [line for line in setup_commands(platform) if not line.startswith("#")][:2]
+    steps = [line for line in setup_commands(platform=platform) if not line.startswith("#")][:2]
     return "Set up the virtual camera: " + "  then  ".join(steps) + ". " + DOCTOR
 
 

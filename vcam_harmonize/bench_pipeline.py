@@ -22,10 +22,21 @@ from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.demo import write_demo_clip
 from vcam_harmonize.harmonizer import Harmonizer
 from vcam_harmonize.models import PHNet
+from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.pipeline import Pipeline, refresh_every
 from vcam_harmonize.sinks import Sink
 
-SCENES = Path("..") / "shared" / "datasets" / "scenes"
+#: the shared scene photos beside the repository checkout (the ``shared/`` folder next to it)
+SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "scenes"
+
+
+def scenes_folder() -> Path | None:
+    """The scene photos of the quality clip: beside the checkout, else ``../shared`` from
+    the current folder (an installed package); None when neither is there."""
+    for folder in (SCENES, Path("..") / "shared" / "datasets" / "scenes"):
+        if folder.is_dir():
+            return folder
+    return None
 
 
 class CountingSink(Sink):
@@ -57,6 +68,10 @@ def peak_rss_mb() -> float:
 
 
 def run_pipeline_bench(args: argparse.Namespace) -> dict:
+    if args.frames <= 0:
+        raise InputError(f"--frames must be positive, got {args.frames}")
+    if args.warmup < 0:
+        raise InputError(f"--warmup must be 0 or more, got {args.warmup}")
     device = args.devices[0]
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="vcam-bench-"))
@@ -82,13 +97,18 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
                         paced=False)
     marks: dict[str, float] = {}
 
+    def mark() -> None:
+        pipeline.reset_stats()
+        marks["start"], marks["rss"] = time.perf_counter(), rss_mb()
+        marks["threads"] = threading.active_count()
+
     def on_frame(_image):
         if pipeline.frames_out == args.warmup:
-            pipeline.reset_stats()
-            marks["start"], marks["rss"] = time.perf_counter(), rss_mb()
-            marks["threads"] = threading.active_count()
+            mark()
 
     pipeline.on_frame = on_frame
+    if args.warmup == 0:  # on_frame first runs after frame 1: time from the start
+        mark()
     pipeline.start()
     pipeline.wait()
     elapsed = time.perf_counter() - marks["start"]
@@ -139,16 +159,19 @@ def scenes_clip(frames: int, seed: int = 0):
     """``(composite, mask, truth)`` frames of a clip made from held-out scene photos,
     each photo's object recoloured (channel gains and a gamma) and held for several
     frames with camera noise; None when the photos are not there."""
-    if not SCENES.is_dir():
+    scenes = scenes_folder()
+    if scenes is None:
         return None
-    names = sorted(p.stem for p in (SCENES / "images").glob("*.jpg"))[-10:]
+    names = sorted(p.stem for p in (scenes / "images").glob("*.jpg"))[-10:]
+    if not names:
+        return None
     rng = np.random.default_rng(seed)
     per_photo = max(1, frames // len(names))  # each photo is a one-second shot at 30 fps
     clip = []
     for name in names:
-        real = cv2.cvtColor(cv2.imread(str(SCENES / "images" / f"{name}.jpg")),
+        real = cv2.cvtColor(cv2.imread(str(scenes / "images" / f"{name}.jpg")),
                             cv2.COLOR_BGR2RGB)
-        mask = (cv2.imread(str(SCENES / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        mask = (cv2.imread(str(scenes / "masks" / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
                 > 127).astype(np.float32)
         gains = rng.uniform(0.7, 1.3, 3)
         gamma = rng.uniform(0.7, 1.4)

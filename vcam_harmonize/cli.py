@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -77,7 +78,8 @@ def make_sinks(config: CameraConfig) -> list:
                                   mirror=config.mirror)]
     if config.output == "window":
         return [WindowSink("vcam-harmonize", mirror=config.mirror)]
-    return [VideoFileSink(config.output, config.fps, mirror=config.mirror)]
+    return [VideoFileSink(config.output, config.fps, mirror=config.mirror,
+                          size=config.output_size)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.demo:
         from vcam_harmonize.demo import DemoClip
 
-        source = DemoClip((config.width - config.width % 2, config.height), config.fps,
+        source = DemoClip(config.output_size, config.fps,
                           paced=config.output in ("virtualcam", "window"))
     frames = args.frames or (int(6 * config.fps) if args.demo and
                              config.output not in ("virtualcam", "window") else 0)
@@ -117,7 +119,10 @@ def run(args: argparse.Namespace) -> int:
     pipeline.start()
     last_print = time.monotonic()
     try:
-        while not stop.is_set() and not pipeline.wait(0.2):
+        while not stop.is_set() and not pipeline.wait(0.02):
+            for sink in sinks:
+                if hasattr(sink, "pump"):
+                    sink.pump()
             if getattr(sinks[0], "quit_requested", False):
                 break
             if args.stats and time.monotonic() - last_print >= 1.0:
@@ -171,7 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("vcam-harmonize: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    """The console script: run, then leave at once. Everything is closed by then, and
+    the interpreter's own teardown of the native libraries takes seconds, which would
+    break the promise of a clean stop within 2 s after Ctrl-C or SIGTERM."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

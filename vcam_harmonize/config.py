@@ -23,6 +23,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+__all__ = ["APP_NAME", "CameraConfig", "InputError", "load_toml", "save_toml",
+           "settings_path"]
+
 APP_NAME = "vcam-harmonize"
 
 
@@ -72,6 +75,11 @@ class CameraConfig:
             if not ok:
                 raise InputError(f"config: {message}")
         return self
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of what goes out: the width made even (Chrome and I420 need it)."""
+        return self.width - self.width % 2, self.height
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -18,6 +18,7 @@ import numpy as np
 
 from vcam_harmonize.capture import Frame
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.images import read_image
 
 DEMO_PHOTO = Path(__file__).resolve().parent / "assets" / "demo_person.jpg"
 DEMO_SECONDS = 6.0
@@ -45,10 +46,9 @@ def demo_frame(photo: np.ndarray, t: float, size: tuple[int, int]) -> np.ndarray
 
 
 def load_demo_photo() -> np.ndarray:
-    photo = cv2.imread(str(DEMO_PHOTO), cv2.IMREAD_COLOR)
-    if photo is None:
+    if not DEMO_PHOTO.is_file():
         raise InputError(f"the demo photo {DEMO_PHOTO} is missing; reinstall vcam-harmonize")
-    return cv2.cvtColor(photo, cv2.COLOR_BGR2RGB)
+    return read_image(DEMO_PHOTO)
 
 
 class DemoClip:

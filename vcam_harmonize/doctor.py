@@ -7,57 +7,19 @@ import argparse
 import sys
 from pathlib import Path
 
-LINUX_SETUP = [
-    "sudo apt install v4l2loopback-dkms v4l2loopback-utils   # Fedora: akmod-v4l2loopback, "
-    "Arch: v4l2loopback-dkms",
-    'sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="PHNet Cam" exclusive_caps=1',
-    "# keep it after a reboot:",
-    "echo v4l2loopback | sudo tee /etc/modules-load.d/v4l2loopback.conf",
-    'echo \'options v4l2loopback devices=1 video_nr=10 card_label="PHNet Cam" exclusive_caps=1\''
-    " | sudo tee /etc/modprobe.d/v4l2loopback.conf",
-]
-WINDOWS_SETUP = [
-    "install OBS Studio 26 or newer (gives 'OBS Virtual Camera'), or, to be listed as "
-    "'PHNet Cam', Unity Capture as administrator:",
-    'regsvr32 UnityCaptureFilter64bit.dll "/i:UnityCaptureName=PHNet Cam"',
-]
-MAC_SETUP = [
-    "install OBS Studio 30 or newer, click Start Virtual Camera once, allow the system "
-    "extension in System Settings > Privacy & Security, then quit OBS (a reboot may be needed)",
-]
-
-
-def setup_commands(platform: str = sys.platform) -> list[str]:
-    if platform.startswith("linux"):
-        return LINUX_SETUP
-    if platform == "win32":
-        return WINDOWS_SETUP
-    return MAC_SETUP
-
-
-def loopback_devices(sysfs: Path = Path("/sys/class/video4linux")) -> list[tuple[str, str]]:
-    """``(/dev/videoN, name)`` of the v4l2loopback devices (Linux)."""
-    found = []
-    if sysfs.is_dir():
-        for entry in sorted(sysfs.iterdir()):
-            name_file = entry / "name"
-            driver = entry / "device" / "driver"
-            name = name_file.read_text().strip() if name_file.is_file() else ""
-            is_loopback = "loopback" in str(driver.resolve()) if driver.exists() else False
-            if is_loopback or name in ("PHNet Cam", "Dummy video device (0x0000)"):
-                found.append((f"/dev/{entry.name}", name))
-    return found
-
 
 def check_virtual_camera() -> tuple[bool, str]:
     import pyvirtualcam
 
+    from vcam_harmonize.sinks import video_devices
+
     backends = ", ".join(pyvirtualcam.camera.BACKENDS) or "none"
     if sys.platform.startswith("linux"):
-        devices = loopback_devices()
-        if not Path("/sys/module/v4l2loopback").exists() and not devices:
+        if not Path("/sys/module/v4l2loopback").exists():
             return False, "v4l2loopback is not loaded (no loopback device)"
-        return True, "loopback devices: " + ", ".join(f"{d} ({n})" for d, n in devices)
+        devices = video_devices()
+        return True, "video devices: " + (", ".join(f"{d} ({n})" for d, n in devices)
+                                          or "none")
     return True, f"pyvirtualcam backends: {backends}"
 
 
@@ -117,6 +79,8 @@ def doctor(argv: list[str]) -> int:
             failed.append(label)
     if "virtual camera" in failed:
         print("\nTo create the virtual camera on this system:")
+        from vcam_harmonize.sinks import setup_commands
+
         for line in setup_commands():
             print("  " + line)
         print("Then start vcam-harmonize before opening the meeting (Chrome/Meet list the "

@@ -93,6 +93,8 @@ class Harmonizer:
         strength: 0 returns the composite, 1 the full correction.
         refresh_every: run the network on every n-th call and reuse its transform in
             between (1 = every frame).
+        background_refresh: run those refreshes on a worker thread while frames go on
+            with the last transform (the first one, and one after a cut, are waited for).
     """
 
     def __init__(self, weights=None, device: str = "cpu", res: int = 256,
@@ -118,7 +120,9 @@ class Harmonizer:
         self._thumb: np.ndarray | None = None
         self._calls = 0
         self._generation = 0                   # bumped by reset(): stale results are dropped
+        self._stats_generation = 0             # the generation the smoothed statistics hold
         self._worker: _RefreshWorker | None = None
+        self.refresh_errors = 0
 
     # ------------------------------------------------------------------ settings
     def reset(self) -> None:
@@ -131,8 +135,6 @@ class Harmonizer:
         self._thumb = None
         self._calls = 0
         self._generation += 1
-        if self._stats is not None:
-            self._stats.reset()
 
     def close(self) -> None:
         """Stop the background refresh thread (it restarts when needed)."""
@@ -175,6 +177,8 @@ class Harmonizer:
         except torch.cuda.OutOfMemoryError:
             self._fall_back_to_cpu()
             transform = self._transform_for(composite, mask)
+        if transform is None:  # a reset from another thread overtook this frame
+            return composite.copy()
         return self._apply(composite, mask, transform, active)
 
     def _fall_back_to_cpu(self) -> None:
@@ -225,6 +229,11 @@ class Harmonizer:
         """Run PHNet on the small frame and fold the fitted transform into the state;
         None if a reset happened meanwhile."""
         with self._model_lock:
+            if generation != self._generation:
+                return None
+            if self._stats is not None and self._stats_generation != generation:
+                self._stats.reset()  # statistics of the frames before a reset are gone
+                self._stats_generation = generation
             with torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
                 pred = self.model(image, small_mask, stats_hook=self._stats).float()
             target = pred * small_mask + image * (1 - small_mask)
@@ -275,7 +284,7 @@ class Harmonizer:
         as float32 ``(h, w, C)`` (pixel centres mapped exactly, bilinear)."""
         height, width = shape
         low = np.ascontiguousarray(maps[0].permute(1, 2, 0).float().cpu().numpy())
-        sx, sy = self.res / width, self.res / height
+        sx, sy = low.shape[1] / width, low.shape[0] / height
         # destination pixel (x, y) of the box -> source position in the low-res map
         matrix = np.array([[sx, 0, (left + 0.5) * sx - 0.5],
                            [0, sy, (top + 0.5) * sy - 0.5]], np.float64)
@@ -327,4 +336,8 @@ class _RefreshWorker:
             try:
                 self.harmonizer._refresh(*job)
             except Exception as err:  # the frames go on with the last transform
-                log.error("PHNet refresh failed: %s", err)
+                self.harmonizer.refresh_errors += 1
+                if self.harmonizer.refresh_errors == 1:
+                    log.error("PHNet refresh failed (%s: %s); frames keep the last colour "
+                              "transform, further failures are counted",
+                              type(err).__name__, err)

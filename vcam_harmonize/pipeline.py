@@ -129,6 +129,7 @@ class Pipeline:
             ``config.device``.
         max_frames: stop after this many output frames (0 = run until stopped).
         lossless: hand every captured frame through (benchmarks, exact counts).
+        paced: play a video-file source at its own frame rate (False: as fast as read).
     """
 
     def __init__(self, config: CameraConfig, sinks: list[Sink], segmenter=None,
@@ -136,7 +137,7 @@ class Pipeline:
                  lossless: bool = False, paced: bool = True):
         self.config = config.validate()
         self.sinks = sinks
-        self.size = (config.width - config.width % 2, config.height)
+        self.size = config.output_size
         self.max_frames = max_frames
         self.lossless = lossless
         self.paced = paced
@@ -186,15 +187,22 @@ class Pipeline:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the threads, release the camera and close the sinks."""
+        """Stop the threads, release the camera, close the sinks, the segmenter, the
+        background and the harmonizer's worker."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
         self._threads = []
         self.source.stop()
-        if hasattr(self.harmonizer, "close"):
-            self.harmonizer.close()
+        if stuck:  # closing what a live thread still uses could crash; leave it to exit
+            log.warning("threads %s did not stop within %.0f s", stuck, timeout)
+            self.finished.set()
+            return
+        for part in (self.harmonizer, self.segmenter, self.background.current):
+            if hasattr(part, "close"):
+                part.close()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -262,6 +270,8 @@ class Pipeline:
         old, self.source = self.source, new
         old.stop()
         self.harmonizer.reset()
+        if hasattr(self.segmenter, "reset"):
+            self.segmenter.reset()  # the old camera's mask must not linger
 
     def _capture(self, device: str) -> Capture:
         return Capture(_source_of(device), self.size[0], self.size[1], self.config.fps,
@@ -290,7 +300,9 @@ class Pipeline:
                          for s, v in self._times.items()},
             "p50_ms": 1000 * latency[len(latency) // 2] if latency else 0.0,
             "p95_ms": 1000 * latency[int(len(latency) * 0.95)] if latency else 0.0,
-            "errors": dict(self.errors.counts),
+            "errors": dict(self.errors.counts) | (
+                {"refresh": self.harmonizer.refresh_errors}
+                if getattr(self.harmonizer, "refresh_errors", 0) else {}),
             "camera": getattr(self.source, "state", "running"),
             "paused": self.paused,
         }
@@ -325,19 +337,19 @@ class Pipeline:
                 self.errors.record("segment", err)
                 mask = None
             t = self._timed("segment", t)
-            with self._bg_lock:
-                background = self.background.current
-            if mask is None or background.passthrough:
-                item = (frame, image, mask, False)
-            else:
+            item = (frame, image, mask, False)
+            if mask is not None:
                 try:
-                    bg = background.frame(image, mask)
-                    t = self._timed("background", t)
-                    item = (frame, composite(image, bg, mask), mask, True)
-                    self._timed("composite", t)
+                    # under the lock: a switch must not close a video being read
+                    with self._bg_lock:
+                        background = self.background.current
+                        bg = None if background.passthrough else background.frame(image, mask)
+                    if bg is not None:
+                        t = self._timed("background", t)
+                        item = (frame, composite(image, bg, mask), mask, True)
+                        self._timed("composite", t)
                 except Exception as err:
                     self.errors.record("background", err)
-                    item = (frame, image, mask, False)
             self._slot.put(item, self._stop)
 
     def _camera_silent(self) -> None:
@@ -384,7 +396,10 @@ class Pipeline:
         self._out_stamps.append(now)
         self.frames_out += 1
         if self.on_frame is not None:
-            self.on_frame(image)
+            try:
+                self.on_frame(image)
+            except Exception as err:
+                self.errors.record("on_frame callback", err)
 
 
 def _source_of(device: str) -> int | str:

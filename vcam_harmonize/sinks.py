@@ -54,33 +54,57 @@ class Sink:
         return cv2.flip(frame, 1) if self.mirror else frame
 
 
-def find_loopback_device(name: str = DEFAULT_NAME, sysfs: Path = SYSFS_VIDEO) -> str | None:
-    """``/dev/videoN`` of the v4l2 device whose card label is ``name``, or None (Linux)."""
+def video_devices(sysfs: Path = SYSFS_VIDEO) -> list[tuple[str, str]]:
+    """``(/dev/videoN, card label)`` of every v4l2 device (Linux; empty elsewhere)."""
+    found = []
     for node in sorted(sysfs.glob("video*")):
         try:
-            label = (node / "name").read_text().strip()
+            found.append((f"/dev/{node.name}", (node / "name").read_text().strip()))
         except OSError:
             continue
-        if label == name:
-            return f"/dev/{node.name}"
-    return None
+    return found
+
+
+def find_loopback_device(name: str = DEFAULT_NAME, sysfs: Path = SYSFS_VIDEO) -> str | None:
+    """``/dev/videoN`` of the v4l2 device whose card label is ``name``, or None (Linux)."""
+    return next((dev for dev, label in video_devices(sysfs) if label == name), None)
+
+
+_MODPROBE_OPTIONS = 'devices=1 video_nr=10 card_label="{name}" exclusive_caps=1'
+
+
+def setup_commands(name: str = DEFAULT_NAME, platform: str = sys.platform) -> list[str]:
+    """The steps that create a virtual camera called ``name`` on ``platform``."""
+    options = _MODPROBE_OPTIONS.format(name=name)
+    if platform.startswith("linux"):
+        return [
+            "sudo apt install v4l2loopback-dkms v4l2loopback-utils   # Fedora: "
+            "akmod-v4l2loopback, Arch: v4l2loopback-dkms",
+            f"sudo modprobe v4l2loopback {options}",
+            "# keep it after a reboot:",
+            "echo v4l2loopback | sudo tee /etc/modules-load.d/v4l2loopback.conf",
+            f"echo 'options v4l2loopback {options}' | sudo tee "
+            "/etc/modprobe.d/v4l2loopback.conf",
+        ]
+    if platform == "win32":
+        return [
+            "install OBS Studio 26 or newer (gives 'OBS Virtual Camera'), or, to be listed "
+            f"as '{name}', Unity Capture as administrator:",
+            f'regsvr32 UnityCaptureFilter64bit.dll "/i:UnityCaptureName={name}"',
+        ]
+    return ["install OBS Studio 30 or newer, click Start Virtual Camera once, allow the "
+            "system extension in System Settings > Privacy & Security, then quit OBS (a "
+            "reboot may be needed)"]
 
 
 def setup_hint(name: str = DEFAULT_NAME, error: str = "") -> str:
-    """The command or install step that makes a virtual camera available on this OS."""
+    """One line: the step that makes a virtual camera available on this OS."""
     if "ermission denied" in error:
         return "add yourself to the video group: sudo usermod -aG video $USER (then log in again)"
-    if sys.platform == "linux":
-        return (
-            "load v4l2loopback: sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
-            f'card_label="{name}"'
-        )
-    if sys.platform == "win32":
-        return (
-            "install OBS Studio 26+ (OBS Virtual Camera) or Unity Capture "
-            f'(regsvr32 UnityCaptureFilter64bit.dll "/i:UnityCaptureName={name}")'
-        )
-    return "install OBS Studio 30+, start its Virtual Camera once and allow the system extension"
+    commands = setup_commands(name)
+    if sys.platform.startswith("linux"):
+        return f"load v4l2loopback: {commands[1]}"
+    return " ".join(commands)
 
 
 def draw_card(text: str, width: int, height: int) -> np.ndarray:
@@ -214,7 +238,11 @@ def _open_camera(width: int, height: int, fps: float, device: str | None,
 
 
 class WindowSink(Sink):
-    """A preview window (cv2.imshow); pressing ``q`` or closing it sets ``quit_requested``."""
+    """A preview window (cv2.imshow); pressing ``q`` or closing it sets ``quit_requested``.
+
+    ``send`` only hands the frame over; the thread that created the window shows it with
+    :meth:`pump` (GUI toolkits want their windows driven from one thread).
+    """
 
     def __init__(self, title: str = "vcam-harmonize", mirror: bool = False) -> None:
         super().__init__(mirror)
@@ -227,9 +255,16 @@ class WindowSink(Sink):
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as err:
             raise InputError(f"cannot open a preview window: {err.err}") from err
+        self._frame: np.ndarray | None = None
 
     def send(self, frame: np.ndarray) -> None:
-        cv2.imshow(self.title, cv2.cvtColor(self._mirrored(frame), cv2.COLOR_RGB2BGR))
+        self._frame = frame
+
+    def pump(self) -> None:
+        """Show the newest frame and read the keyboard (call from the window's thread)."""
+        frame, self._frame = self._frame, None
+        if frame is not None:
+            cv2.imshow(self.title, cv2.cvtColor(self._mirrored(frame), cv2.COLOR_RGB2BGR))
         key = cv2.waitKey(1) & 0xFF
         closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
         if key == ord("q") or closed:
@@ -246,10 +281,13 @@ class VideoFileSink(Sink):
     """Writes an MPEG-4 (mp4v) video; it appears at ``path`` only once closed.
 
     Frames go to a hidden temporary file in the same folder, renamed on ``close()``, so
-    no half-written file is left under the final name. The first frame sets the size.
+    no half-written file is left under the final name. ``size`` = (width, height) opens
+    the writer at once (so an unwritable format fails before any frame); without it the
+    first frame sets the size.
     """
 
-    def __init__(self, path: str | Path, fps: float, mirror: bool = False) -> None:
+    def __init__(self, path: str | Path, fps: float, mirror: bool = False,
+                 size: tuple[int, int] | None = None) -> None:
         super().__init__(mirror)
         self.path = Path(path).expanduser()
         folder = self.path.parent
@@ -264,6 +302,8 @@ class VideoFileSink(Sink):
         self._writer: cv2.VideoWriter | None = None
         self._temp: Path | None = None
         self._size: tuple[int, int] = (0, 0)
+        if size is not None:
+            self._open(*size)
 
     def send(self, frame: np.ndarray) -> None:
         if self._writer is None:
@@ -277,7 +317,10 @@ class VideoFileSink(Sink):
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            os.replace(self._temp, self.path)
+            if self.frames_written:
+                os.replace(self._temp, self.path)
+            else:
+                self._temp.unlink(missing_ok=True)
 
     def _open(self, width: int, height: int) -> None:
         handle, name = tempfile.mkstemp(

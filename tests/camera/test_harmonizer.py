@@ -135,15 +135,24 @@ def test_smoothing_settles_within_a_second_after_a_lighting_step():
 
 def test_reset_and_scene_cuts_forget_the_past():
     frame, mask = _scene(seed=3)
-    other = frame // 3
-    fresh = Harmonizer(smoothing=0.0).harmonize(other, mask)
-    smooth = Harmonizer(smoothing=0.9)
-    for _ in range(3):
-        smooth.harmonize(frame, mask)
+
+    def after_history(history, current, reset=False):
+        smooth = Harmonizer(smoothing=0.9)
+        for _ in range(3):
+            smooth.harmonize(history, mask)
+        if reset:
+            smooth.reset()
+        return smooth.harmonize(current, mask).astype(int)
+
     # a much darker frame is a scene cut: no trace of the earlier frames
-    np.testing.assert_allclose(smooth.harmonize(other, mask).astype(int), fresh.astype(int), atol=1)
-    smooth.reset()
-    np.testing.assert_allclose(smooth.harmonize(other, mask).astype(int), fresh.astype(int), atol=1)
+    cut = frame // 3
+    fresh = Harmonizer(smoothing=0.0).harmonize(cut, mask).astype(int)
+    np.testing.assert_allclose(after_history(frame, cut), fresh, atol=1)
+    # a small change is no cut: the past stays in the average until reset()
+    near = (frame.astype(np.float32) * 1.2).clip(0, 255).astype(np.uint8)
+    fresh = Harmonizer(smoothing=0.0).harmonize(near, mask).astype(int)
+    assert np.abs(after_history(frame, near) - fresh)[mask > 0].max() > 1
+    np.testing.assert_allclose(after_history(frame, near, reset=True), fresh, atol=1)
 
 
 def test_refresh_every_reuses_the_transform_between_runs():
@@ -167,10 +176,15 @@ def test_background_refresh_keeps_frames_flowing_and_updates_the_transform():
     harmonizer.model.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
     first = harmonizer.harmonize(frame, mask)  # the first transform is computed at once
     assert len(calls) == 1
+    brighter = (frame.astype(np.float32) * 1.15).clip(0, 255).astype(np.uint8)  # no cut
+    stale = harmonizer.harmonize(brighter, mask)  # served at once with the old transform
     for _ in range(6):
-        out = harmonizer.harmonize(frame, mask)
+        out = harmonizer.harmonize(brighter, mask)
         time.sleep(0.1)
     assert len(calls) >= 3
+    fg = mask > 0
+    # the worker's new transforms reached the frames: the output moved off the stale one
+    assert np.abs(out.astype(int) - stale.astype(int))[fg].mean() > 0.5
     assert out.shape == first.shape
     harmonizer.close()
     assert harmonizer._worker is None

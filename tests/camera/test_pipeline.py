@@ -13,7 +13,7 @@ from tests.fakecam import recording_backend
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.demo import write_demo_clip
 from vcam_harmonize.pipeline import Pipeline
-from vcam_harmonize.sinks import VirtualCameraSink
+from vcam_harmonize.sinks import PAUSED_TEXT, VirtualCameraSink, draw_card
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,7 @@ def test_background_switch_pause_and_resume_while_running(clip, backend):
         time.sleep(0.4)
         assert pipeline.frames_out <= paused_at + 1
         cam = backend.instances[-1]
-        card = cam.frames[-1]
-        assert not np.array_equal(card, received[-1])  # the paused card, not a frame
+        assert np.array_equal(cam.frames[-1], draw_card(PAUSED_TEXT, 320, 180))
         pipeline.set_paused(False)
         _wait_frames(pipeline, paused_at + 5)
 

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from vcam_harmonize.models import InputError, PHNet, PHNetConfig, load_model, save_weights
+from vcam_harmonize.models import (
+    InputError,
+    PHNet,
+    PHNetConfig,
+    checkpoint,
+    load_model,
+    save_weights,
+)
 from vcam_harmonize.models.checkpoint import checkpoint_filter_fn, to_authors_state_dict
 
 
@@ -124,6 +132,27 @@ def test_bad_files_give_one_clear_error(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(InputError, match="list.pth: not a PHNet state_dict"):
         load_model(tmp_path / "list.pth")
+
+
+def test_an_unreadable_weights_file_is_one_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path}: is a folder")):
+        load_model(tmp_path)
+    path = save_weights(PHNet.from_config("lite"), tmp_path / "w.safetensors")
+    if os.name == "posix" and os.geteuid() != 0:  # root (and Windows) ignores chmod 0
+        path.chmod(0)
+        try:
+            with pytest.raises(InputError, match="w.safetensors: cannot read"):
+                load_model(path)
+        finally:
+            path.chmod(0o644)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(InputError, match="w.safetensors: cannot read the weights file "
+                                         r"\(Permission denied\)"):
+        load_model(path)
 
 
 def test_bad_safetensors_files_give_one_clear_error(tmp_path):

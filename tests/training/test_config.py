@@ -1,5 +1,7 @@
 """The shipped training configs load and follow the paper; bad configs are named."""
 
+import re
+
 import pytest
 
 from vcam_harmonize.models import CONFIGS
@@ -62,7 +64,32 @@ def test_lite_is_the_recipe_of_the_shipped_weights():
     (["train.amp=1"], "train.amp must be bool"),
     (["data.size=100"], "data.size must be a positive multiple of 8"),
     (["data.sets.5.root=x"], "no such place in the config"),
+    (["train.log_every=0"], "train.log_every must be positive"),
+    (["train.val_every=0"], "train.val_every must be positive"),
+    (["train.betas=[0.9]"], "train.betas needs two numbers in [0, 1)"),
+    (["train.betas=[0.9, 1.0]"], "train.betas needs two numbers in [0, 1)"),
+    (["train.betas=[-0.1, 0.99]"], "train.betas needs two numbers in [0, 1)"),
+    (["data.workers=-1"], "data.workers must be 0 or more"),
+    (["data.sets.1.repeat=0"], "data.sets[1].repeat must be 1 or more"),
+    (["train.max_minutes=-1"], "train.max_minutes must be 0 (no limit) or more"),
+    (["train.best_metric=\"nope/psnr\""], "train.best_metric 'nope/psnr' is not a logged"),
+    (["train.best_metric=\"scenes/ssim\""], "train.best_metric 'scenes/ssim' is not a logged"),
+    (["train.best_metric=\"scenes/composite_psnr\""], "is not a logged metric"),
+    (["train.best_metric=\"psnr\""], "with <set> one of scenes, portraits"),
 ])
 def test_bad_values_name_the_key(overrides, message):
-    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(InputError, match=re.escape(message)):
         load_config("lite", overrides)
+
+
+@pytest.mark.parametrize("metric", ["", "val_psnr", "scenes/fmse", "portraits/psnr",
+                                    "scenes/mse", "portraits/fpsnr"])
+def test_best_metric_may_name_any_per_set_metric(metric):
+    assert load_config("lite", [f'train.best_metric="{metric}"']).train.best_metric == metric
+
+
+def test_best_metric_names_a_set_by_its_folder_when_it_has_no_name():
+    overrides = ['data.sets.0.name=""', 'train.best_metric="scenes/fpsnr"']
+    assert load_config("lite", overrides).data.sets[0].root.endswith("scenes")
+    with pytest.raises(InputError, match="not a logged metric"):
+        load_config("lite", ['data.sets.0.name="mine"', 'train.best_metric="scenes/fpsnr"'])

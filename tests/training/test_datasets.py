@@ -193,6 +193,21 @@ def test_folder_dataset_skips_and_reports_bad_files(broken_folder, caplog):
     assert f"{SCENE_NAMES[1]}.jpg: image is (256, 256)" in text and "(128, 100)" in text
 
 
+def test_folder_dataset_skips_an_image_whose_header_is_cut_short(tmp_path, caplog):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "good.png"), _solid(30, 40, RED))
+    cv2.imwrite(str(tmp_path / "masks" / "good.png"), _left_half(30, 40))
+    (tmp_path / "images" / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0d")
+    cv2.imwrite(str(tmp_path / "masks" / "cut.png"), _left_half(30, 40))
+    with caplog.at_level(logging.WARNING):
+        data = FolderDataset(tmp_path, size=16)
+    assert data.names == ["good"]
+    assert "cut.png" in caplog.text
+    with pytest.raises(InputError, match="cut.png"):
+        FolderDataset(tmp_path, on_error="stop")
+
+
 def test_folder_dataset_stops_on_bad_files_when_asked(broken_folder):
     with pytest.raises(InputError, match=f"{SCENE_NAMES[0]}.jpg: no mask"):
         FolderDataset(broken_folder, on_error="stop")

@@ -362,6 +362,32 @@ def test_evaluate_with_nothing_to_evaluate_is_one_line_and_exit_code_2(tmp_path,
     assert "nothing to evaluate" in _one_error_line(capsys)
 
 
+def test_a_diverging_loss_is_an_input_error_naming_the_stage(tiny_folder, tmp_path):
+    config = load_config(write_config(tmp_path / "tiny.toml", tiny_folder, "one"))
+    trainer = Trainer(config, tmp_path / "run", device="cpu", progress=False)
+    loss_fn = trainer.loss_fn
+
+    def diverging(*args):  # what too high a learning rate does, without waiting for it
+        loss, parts = loss_fn(*args)
+        return loss * float("nan"), parts
+
+    trainer.loss_fn = diverging
+    with pytest.raises(InputError, match="loss became nan at step 0; lower the learning rate "
+                                         "of stage main"):
+        trainer.fit()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_device_cuda_without_a_gpu_is_one_line_and_exit_code_2(tiny_folder, tmp_path, capsys):
+    config = load_config(write_config(tmp_path / "tiny.toml", tiny_folder))
+    with pytest.raises(InputError, match="PyTorch sees no CUDA GPU; use --device cpu"):
+        Trainer(config, tmp_path / "run", device="cuda", progress=False)
+    args = ["train", "--config", str(write_config(tmp_path / "tiny.toml", tiny_folder)),
+            "--out", str(tmp_path / "run"), "--device", "cuda:0"]
+    assert cli.main(args) == 2
+    assert "PyTorch sees no CUDA GPU; use --device cpu" in _one_error_line(capsys)
+
+
 def test_best_weights_follow_the_chosen_metric(tiny_folder, tmp_path):
     config = load_config(write_config(tmp_path / "tiny.toml", tiny_folder, "one", epochs=2),
                          ["train.best_metric=tiny/fmse"])
@@ -372,7 +398,6 @@ def test_best_weights_follow_the_chosen_metric(tiny_folder, tmp_path):
         meta = handle.metadata()
     assert meta["best_metric"] == "tiny/fmse" and meta["epoch"] == best_epoch
 
-    bad = load_config(write_config(tmp_path / "bad.toml", tiny_folder, "one"),
-                      ["train.best_metric=tiny/nothing"])
-    with pytest.raises(InputError, match="not a logged metric"):
-        Trainer(bad, tmp_path / "run2", device="cpu", progress=False).fit()
+    with pytest.raises(InputError, match="not a logged metric"):  # before any training
+        load_config(write_config(tmp_path / "bad.toml", tiny_folder, "one"),
+                    ["train.best_metric=tiny/nothing"])

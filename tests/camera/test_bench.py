@@ -1,0 +1,65 @@
+"""``python -m vcam_harmonize.bench``: the JSON line it prints, on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vcam_harmonize import bench, bench_pipeline
+
+SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
+KEYS = ["device", "width", "height", "res", "frames", "fps", "p50_ms", "p95_ms", "stage_ms",
+        "peak_rss_mb", "rss_growth_mb", "reference_fps", "quality_gap_db"]
+TINY = ["--device", "cpu", "--width", "160", "--height", "96", "--res", "64", "--frames", "20",
+        "--reference-frames", "1", "--quality-frames", "10"]
+
+
+def _last_json_line(capsys) -> dict:
+    lines = capsys.readouterr().out.strip().splitlines()
+    return json.loads(lines[-1])
+
+
+def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the scene photos are found from the checkout, not the cwd
+    assert bench.main([*TINY, "--warmup", "0"]) == 0
+    result = _last_json_line(capsys)
+    assert all(key in result for key in KEYS), sorted(set(KEYS) - set(result))
+    assert result["device"].startswith("cpu")
+    assert (result["width"], result["height"], result["res"]) == (160, 96, 64)
+    assert result["frames"] == 20 and result["fps"] > 0
+    assert 0 < result["p50_ms"] <= result["p95_ms"]
+    assert set(result["stage_ms"]) and all(v >= 0 for v in result["stage_ms"].values())
+    assert result["peak_rss_mb"] > 0 and isinstance(result["rss_growth_mb"], float)
+    assert result["reference_fps"] > 0
+    if SCENES.is_dir():
+        assert isinstance(result["quality_gap_db"], float)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--frames", "0"], "--frames must be positive, got 0"),
+    (["--warmup", "-1"], "--warmup must be 0 or more, got -1"),
+])
+def test_bad_frame_counts_are_one_line_and_exit_code_2(args, message, capsys):
+    assert bench.main(["--device", "cpu", *args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == f"error: {message}" and not captured.out
+
+
+def test_no_scene_photos_means_no_quality_clip(tmp_path, monkeypatch):
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(bench_pipeline, "SCENES", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert bench_pipeline.scenes_clip(10) is None
+
+
+def test_model_only_prints_one_line_per_configuration(capsys):
+    args = ["--model-only", "--configs", "lite", "--sizes", "64", "--repeats", "1",
+            "--device", "cpu"]
+    assert bench.main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])
+    assert row["config"] == "lite" and row["params"] == 971729
+    assert row["median_ms"]["64"] > 0 and row["gmacs"]["64"] > 0
