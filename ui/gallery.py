@@ -17,9 +17,11 @@ from vcam_harmonize.backgrounds import (
     DEFAULT_BLUR,
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
+    blur_strength,
     default_backgrounds,
+    is_blur,
 )
-from vcam_harmonize.config import APP_NAME
+from vcam_harmonize.config import APP_NAME, InputError
 
 THUMB_SIZE = QSize(96, 54)
 FILE_FILTER = "Images and videos ({})".format(
@@ -41,16 +43,12 @@ class Choice:
     path: Path | None = None
 
 
-def is_blur(spec: str) -> bool:
-    return spec.strip().lower() == "blur" or spec.strip().lower().startswith("blur:")
-
-
 def blur_sigma(spec: str) -> int:
     """The blur strength (px) of a ``blur[:N]`` spec; the default for anything else."""
-    if is_blur(spec) and ":" in spec:
+    if is_blur(spec):
         try:
-            return max(1, round(float(spec.split(":", 1)[1])))
-        except ValueError:
+            return max(1, round(blur_strength(spec)))
+        except InputError:
             pass
     return round(DEFAULT_BLUR)
 

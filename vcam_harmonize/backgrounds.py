@@ -183,8 +183,8 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> Background:
         text = spec.strip()
         if text.lower() == "none":
             return PassthroughBackground("none", size)
-        if text.lower() == "blur" or text.lower().startswith("blur:"):
-            return BlurBackground(text, _blur_strength(text), size)
+        if is_blur(text):
+            return BlurBackground(text, blur_strength(text), size)
         if text.startswith("#"):
             if not re.fullmatch(r"#[0-9a-fA-F]{6}", text):
                 raise InputError(f"colour {text!r} is not of the form #rrggbb")
@@ -200,7 +200,14 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> Background:
     return VideoBackground(path, size)
 
 
-def _blur_strength(text: str) -> float:
+def is_blur(spec: str) -> bool:
+    """Whether ``spec`` asks for the blurred real background (``blur`` or ``blur:N``)."""
+    text = spec.strip().lower()
+    return text == "blur" or text.startswith("blur:")
+
+
+def blur_strength(text: str) -> float:
+    """The Gaussian sigma (px) of a ``blur[:N]`` spec; InputError for a bad N."""
     if ":" not in text:
         return DEFAULT_BLUR
     value = text.split(":", 1)[1]

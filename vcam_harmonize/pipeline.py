@@ -29,7 +29,7 @@ from vcam_harmonize.backgrounds import (
     default_backgrounds,
     load_background,
 )
-from vcam_harmonize.capture import Capture, Frame
+from vcam_harmonize.capture import Capture, Frame, FrameSource
 from vcam_harmonize.compositing import composite
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
@@ -133,7 +133,8 @@ class Pipeline:
     """
 
     def __init__(self, config: CameraConfig, sinks: list[Sink], segmenter=None,
-                 harmonizer: Harmonizer | None = None, source=None, max_frames: int = 0,
+                 harmonizer: Harmonizer | None = None, source: FrameSource | None = None,
+                 max_frames: int = 0,
                  lossless: bool = False, paced: bool = True):
         self.config = config.validate()
         self.sinks = sinks
