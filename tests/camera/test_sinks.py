@@ -127,7 +127,7 @@ def test_missing_device_says_how_to_fix(monkeypatch):
         VirtualCameraSink(64, 48, 30, backend="vcamtest")
     message = str(err.value)
     assert "\n" not in message and "no such device" in message
-    assert 'sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label="PHNet Cam"' in message
+    assert 'sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="PHNet Cam" exclusive_caps=1' in message
 
 
 def test_unknown_backend_is_named():
