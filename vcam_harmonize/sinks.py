@@ -318,6 +318,9 @@ class VideoFileSink(Sink):
             self._writer.release()
             self._writer = None
             if self.frames_written:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._temp, 0o666 & ~umask)  # mkstemp made it private
                 os.replace(self._temp, self.path)
             else:
                 self._temp.unlink(missing_ok=True)

@@ -197,3 +197,14 @@ def test_windows_prefers_a_unity_capture_device_with_the_product_name(monkeypatc
             sink.close()
     finally:
         pyvirtualcam.camera.BACKENDS.pop("unitycapture", None)
+
+
+def test_video_file_gets_the_usual_permissions(tmp_path):
+    import os
+
+    sink = VideoFileSink(tmp_path / "out.mp4", 30, size=(64, 48))
+    sink.send(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.mp4").stat().st_mode & 0o777 == 0o666 & ~umask
