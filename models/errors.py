@@ -6,5 +6,22 @@ ends print ``str(err)`` as one line and exit with code 2; anything else is a bug
 """
 
 
+import sys
+from collections.abc import Callable
+
+
 class InputError(ValueError):
     """Bad input from the user, with a one-line message that says what to do."""
+
+
+def run_front_end(action: Callable[[], int | None], interrupted: str) -> int:
+    """Run a command-line action the way every front end does: an InputError becomes one
+    ``error:`` line and exit code 2, Ctrl-C the ``interrupted`` line and 130."""
+    try:
+        return int(action() or 0)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.errors import run_front_end
 from vcam_harmonize.training import evaluate, make_ffhqh
 
 
@@ -71,14 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    return run_front_end(lambda: args.func(args),
+                         "interrupted; run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import threading
 import time
 
 from vcam_harmonize.config import CameraConfig, load_toml
-from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.errors import InputError, run_front_end
 
 log = logging.getLogger("vcam_harmonize")
 
@@ -169,16 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.list_devices:
-            return list_devices()
-        return run(args)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vcam-harmonize: interrupted", file=sys.stderr)
-        return 130
+    return run_front_end(lambda: list_devices() if args.list_devices else run(args),
+                         "vcam-harmonize: interrupted")
 
 
 def entry() -> None:
