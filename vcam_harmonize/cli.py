@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 from vcam_harmonize.config import CameraConfig, load_toml
 from vcam_harmonize.models.errors import InputError, run_front_end
@@ -160,8 +161,20 @@ def list_devices() -> int:
     return 0
 
 
+def quiet_native_logs() -> None:
+    """Keep OpenCV's, FFmpeg's and MediaPipe's own log lines off the terminal (set before
+    they load; a user's own settings of these variables win): every failure reaches the
+    user as our one ``error:`` line instead."""
+    for name, value in (("OPENCV_LOG_LEVEL", "OFF"), ("OPENCV_FFMPEG_LOGLEVEL", "-8"),
+                        ("GLOG_minloglevel", "2"), ("TF_CPP_MIN_LOG_LEVEL", "2")):
+        os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore", message="MessageFactory class is deprecated")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "-v" not in argv and "--verbose" not in argv:
+        quiet_native_logs()
     if argv[:1] == ["doctor"]:
         from vcam_harmonize.doctor import doctor
 
