@@ -262,18 +262,17 @@ class Harmonizer:
         if rows.size == 0:
             return composite.copy()
         top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        a = self._maps_on_box(transform.a, mask.shape, top, bottom, left, right)
-        b = self._maps_on_box(transform.b, mask.shape, top, bottom, left, right)
-        alpha = mask[top:bottom, left:right, None] * np.float32(self.strength)
-        alpha[~active[top:bottom, left:right]] = 0
+        # out = I + alpha * ((a - 1) * I + 255 * b); the constants go in at low resolution
+        gain = self._maps_on_box(transform.a - 1, mask.shape, top, bottom, left, right)
+        offset = self._maps_on_box(transform.b * 255, mask.shape, top, bottom, left, right)
+        alpha = np.where(active[top:bottom, left:right], mask[top:bottom, left:right],
+                         np.float32(0))[..., None]
+        alpha *= np.float32(self.strength)
         box = composite[top:bottom, left:right].astype(np.float32)
-        a -= 1
-        a *= alpha
-        a += 1
-        b *= alpha
-        b *= 255
-        box *= a
-        box += b
+        gain *= box
+        gain += offset
+        gain *= alpha
+        box += gain
         out = composite.copy()
         np.maximum(box, 0, out=box)
         out[top:bottom, left:right] = cv2.convertScaleAbs(box)  # rounds, saturates at 255
