@@ -15,10 +15,8 @@ naming the file and what is wrong with it.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -27,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.files import atomic_write
 from vcam_harmonize.models.phnet import PHNet, PHNetConfig
 
 FORMAT_NAME = "vcam-harmonize/phnet"
@@ -209,12 +208,6 @@ def save_weights(model: PHNet, path, extra: dict[str, str] | None = None) -> Pat
     metadata = {"format": FORMAT_NAME, "config": json.dumps(model.config.to_dict())}
     metadata.update(extra or {})
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path

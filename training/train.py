@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from vcam_harmonize.models import PHNet, load_model, save_weights
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.files import atomic_write
 from vcam_harmonize.training.config import TrainConfig, set_name
 from vcam_harmonize.training.datasets import (
     FFHQHDataset,
@@ -144,14 +144,8 @@ def _remove_stale_temp_files(folder: Path) -> None:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class Trainer:
@@ -453,12 +447,10 @@ class Trainer:
                 rows = list(csv.DictReader(handle))
         rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in metrics.items()})
         fields = list(dict.fromkeys(k for row in rows for k in row))
-        fd, tmp = tempfile.mkstemp(prefix=LOG, suffix=".tmp", dir=self.out)
-        with os.fdopen(fd, "w", newline="") as handle:
+        with atomic_write(path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
         plot_log(path, self.out / PLOT)
         summary = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -488,8 +480,6 @@ def plot_log(csv_path: Path, png_path: Path) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation PSNR (dB)")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=png_path.name, suffix=".tmp", dir=png_path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=100)
+    with atomic_write(png_path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, png_path)

@@ -7,9 +7,7 @@ Unknown keys, wrong types and out-of-range values are :class:`InputError` naming
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import tomli_w
 from platformdirs import user_config_dir
 
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.files import atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,14 +128,8 @@ def save_toml(config: CameraConfig, path: str | Path) -> Path:
     """Write ``config`` atomically (temp file + rename)."""
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            tomli_w.dump(config.to_dict(), handle)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+        tomli_w.dump(config.to_dict(), handle)
     return path
 
 
