@@ -353,6 +353,11 @@ class Pipeline:
                     self.errors.record("background", err)
             self._slot.put(item, self._stop)
 
+    def _stop_from_worker(self) -> None:
+        """End the run from one of its own threads (which stop() would wait for)."""
+        self._stop.set()
+        threading.Thread(target=self.stop, name="stopper", daemon=True).start()
+
     def _camera_silent(self) -> None:
         if time.monotonic() - self._last_frame_at > CAMERA_LOST_AFTER:
             for sink in self.sinks:
@@ -374,8 +379,7 @@ class Pipeline:
                 t = self._timed("harmonize", t)
             self._emit(image, frame.timestamp, t)
             if self.max_frames and self.frames_out >= self.max_frames:
-                self._stop.set()
-                threading.Thread(target=self.stop, name="stopper", daemon=True).start()
+                self._stop_from_worker()
                 return
 
     def _emit(self, image: np.ndarray, captured_at: float, t: float) -> None:
@@ -384,8 +388,7 @@ class Pipeline:
             if failure and self.failure is None:
                 self.failure = failure
                 log.error("%s; stopping", failure)
-                self._stop.set()
-                threading.Thread(target=self.stop, name="stopper", daemon=True).start()
+                self._stop_from_worker()
                 return
             try:
                 sink.send(image)
