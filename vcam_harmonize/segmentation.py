@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 
 import cv2
-import kornia
 import numpy as np
-import torch
 
 from vcam_harmonize.models.errors import InputError
 
@@ -62,18 +60,30 @@ def smooth_mask(previous: np.ndarray, current: np.ndarray, smoothing: float) -> 
 def refine_mask(mask: np.ndarray, guide: np.ndarray) -> np.ndarray:
     """Snap a soft mask (H, W) to image edges with a guided filter; ``guide`` is grey (H, W).
 
-    Both are float32 in [0, 1]; uses ``kornia.filters.guided_blur`` (fast variant,
-    subsample 2). Returns float32 (H, W) clipped to [0, 1].
+    Both are float32 in [0, 1]. This is He and Sun's fast guided filter: the local
+    linear model ``mask ~ a * guide + b`` is fitted on a half-size copy with OpenCV box
+    filters (single-threaded and a few times cheaper than a convolution), and the
+    smoothed ``a`` and ``b`` are upsampled and applied to the full-size guide.
+    Returns float32 (H, W) clipped to [0, 1].
     """
-    with torch.inference_mode():
-        refined = kornia.filters.guided_blur(
-            torch.from_numpy(guide)[None, None],
-            torch.from_numpy(mask)[None, None],
-            _GUIDE_KERNEL,
-            _GUIDE_EPS,
-            subsample=2,
-        )
-        return refined[0, 0].clamp_(0.0, 1.0).numpy()
+    height, width = mask.shape
+    half = (max(1, width // 2), max(1, height // 2))
+    guide_s = cv2.resize(guide, half, interpolation=cv2.INTER_AREA)
+    mask_s = cv2.resize(mask, half, interpolation=cv2.INTER_AREA)
+    kernel = ((_GUIDE_KERNEL - 1) // 2 + 1,) * 2
+
+    def box(image: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+
+    mean_i, mean_p = box(guide_s), box(mask_s)
+    var_i = box(guide_s * guide_s) - mean_i * mean_i
+    cov_ip = box(guide_s * mask_s) - mean_i * mean_p
+    a = cov_ip / (var_i + np.float32(_GUIDE_EPS))
+    b = mean_p - a * mean_i
+    ab = cv2.resize(cv2.merge([box(a), box(b)]), (width, height), interpolation=cv2.INTER_LINEAR)
+    refined = ab[..., 0] * guide
+    refined += ab[..., 1]
+    return np.clip(refined, 0.0, 1.0, out=refined)
 
 
 class PersonSegmenter:

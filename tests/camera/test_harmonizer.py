@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -30,11 +31,28 @@ def harmonizer():
     return Harmonizer()
 
 
-def test_fit_affine_recovers_an_exact_affine_map():
+@pytest.mark.parametrize("backend", ["opencv", "torch"])
+def test_fit_affine_recovers_an_exact_affine_map(backend):
     guide = torch.rand(1, 3, 32, 32)
-    a, b = fit_affine(guide, 1.5 * guide + 0.1, radius=3, eps=1e-8)
+    a, b = fit_affine(guide, 1.5 * guide + 0.1, radius=3, eps=1e-8, backend=backend)
     torch.testing.assert_close(a, torch.full_like(a, 1.5), atol=1e-3, rtol=0)
     torch.testing.assert_close(b, torch.full_like(b, 0.1), atol=1e-3, rtol=0)
+
+
+def test_fit_affine_backends_agree_on_any_batch_channels_and_size():
+    """The OpenCV path (CPU) and the torch path (CUDA) compute the same guided filter."""
+    guide = torch.rand(2, 3, 40, 24)
+    target = (guide * torch.rand(2, 3, 1, 1) + 0.3 * torch.rand(2, 3, 40, 24)).clamp(0, 1)
+    for radius in (1, 4, 8):
+        fast = fit_affine(guide, target, radius, backend="opencv")
+        slow = fit_affine(guide, target, radius, backend="torch")
+        for got, want in zip(fast, slow):
+            assert got.shape == want.shape == (2, 3, 40, 24)
+            torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
+    one = fit_affine(guide[:, :1], target[:, :1], 2, backend="opencv")
+    assert one[0].shape == (2, 1, 40, 24)
+    with pytest.raises(ValueError, match="backend"):
+        fit_affine(guide, target, 2, backend="numpy")
 
 
 @pytest.mark.parametrize("size", [(180, 320), (97, 131), (720, 1280)])
@@ -188,3 +206,64 @@ def test_background_refresh_keeps_frames_flowing_and_updates_the_transform():
     assert out.shape == first.shape
     harmonizer.close()
     assert harmonizer._worker is None
+
+
+@pytest.mark.parametrize("size", [(720, 1280), (97, 131), (5, 300)])
+@pytest.mark.parametrize("strength", [1.0, 0.4])
+def test_applied_transform_matches_a_float64_rendering_within_one_level(size, strength):
+    """out = I + alpha * (a * I + b - I), with a and b upsampled bilinearly (pixel
+    centres aligned) and alpha = strength * mask, rounded: the fast path's buffers,
+    row band and OpenCV calls may not move any pixel by more than one level."""
+    from vcam_harmonize.harmonizer import ColourTransform
+
+    height, width = size
+    rng = np.random.default_rng(height)
+    frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = np.clip(rng.random((height, width)).astype(np.float32) * 1.6 - 0.3, 0, 1)
+    mask[: height // 5] = 0
+    a = torch.rand(1, 3, 32, 32, dtype=torch.float64) * 2
+    b = torch.rand(1, 3, 32, 32, dtype=torch.float64) - 0.5
+    harmonizer = Harmonizer(res=64, strength=strength)
+    for _ in range(2):  # the second call reuses the buffers of the first
+        out = harmonizer._apply(frame, mask, ColourTransform(a.float(), b.float()))
+
+    def up(maps):
+        return torch.nn.functional.interpolate(maps, size, mode="bilinear")[0].permute(1, 2, 0)
+
+    image = frame.astype(np.float64)
+    alpha = strength * np.where(mask >= 1 / 512, mask, 0)[..., None]
+    expected = image + alpha * (up(a).numpy() * image + 255 * up(b).numpy() - image)
+    expected = np.clip(np.rint(expected), 0, 255)
+    assert np.abs(out - expected).max() <= 1
+    assert (out != expected).mean() < 0.005
+    assert np.array_equal(out[mask == 0], frame[mask == 0])
+
+
+@pytest.mark.parametrize("shape", [(720, 1280, 3), (1080, 1920), (300, 301, 3), (64, 64, 3)])
+def test_shrink_is_an_area_average_to_the_working_size(shape):
+    from vcam_harmonize.harmonizer import shrink
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, shape).astype(np.float32)
+    small = shrink(image, 64)
+    assert small.shape == (64, 64) + shape[2:]
+    # a constant image stays constant, and the mean is kept (no aliasing bias)
+    assert np.allclose(shrink(np.full(shape, 7.0, np.float32), 64), 7.0)
+    assert abs(small.mean() - image.mean()) < 0.5
+    # smooth content is reproduced like a direct area resize
+    y, x = np.mgrid[0 : shape[0], 0 : shape[1]]
+    ramp = (x / shape[1] * 200 + y / shape[0] * 50).astype(np.float32)
+    direct = cv2.resize(ramp, (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrink(ramp, 64) - direct).max() < 1.0
+
+
+def test_any_memory_layout_of_the_composite_gives_the_same_output(harmonizer):
+    """Frames that come out of torch (permuted) or Fortran-ordered arrays work too."""
+    frame, mask = _scene(72, 128)
+    expected = harmonizer.harmonize(frame, mask)
+    permuted = np.ascontiguousarray(frame.transpose(2, 0, 1)).transpose(1, 2, 0)
+    for layout in (np.asfortranarray(frame), permuted, frame[:, ::-1][:, ::-1]):
+        harmonizer.reset()
+        out = harmonizer.harmonize(layout, np.asfortranarray(mask))
+        assert out.flags.c_contiguous
+        np.testing.assert_array_equal(out, expected)
