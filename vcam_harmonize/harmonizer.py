@@ -73,8 +73,10 @@ def fit_affine(guide: torch.Tensor, target: torch.Tensor, radius: int,
                              for plane in planes])
 
         pairs = []
-        for g, p in zip(guide.float().numpy(), target.float().numpy()):  # (C, H, W) each
-            mean_i, mean_p, mean_ip, mean_ii = np.split(box(np.concatenate([g, p, g * p, g * g])), 4)
+        pairs_in = zip(guide.float().numpy(), target.float().numpy(), strict=True)
+        for g, p in pairs_in:  # (C, H, W) each
+            means = box(np.concatenate([g, p, g * p, g * g]))
+            mean_i, mean_p, mean_ip, mean_ii = np.split(means, 4)
             a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + np.float32(eps))
             b = mean_p - a * mean_i
             pairs.append(box(np.concatenate([a, b])))

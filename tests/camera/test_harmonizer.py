@@ -46,7 +46,7 @@ def test_fit_affine_backends_agree_on_any_batch_channels_and_size():
     for radius in (1, 4, 8):
         fast = fit_affine(guide, target, radius, backend="opencv")
         slow = fit_affine(guide, target, radius, backend="torch")
-        for got, want in zip(fast, slow):
+        for got, want in zip(fast, slow, strict=True):
             assert got.shape == want.shape == (2, 3, 40, 24)
             torch.testing.assert_close(got, want, atol=2e-4, rtol=1e-4)
     one = fit_affine(guide[:, :1], target[:, :1], 2, backend="opencv")
