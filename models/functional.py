@@ -83,6 +83,11 @@ def patch_expand(values: Tensor, height: int, width: int) -> Tensor:
     return rows.transpose(0, 1) @ values @ cols
 
 
+def patch_masked_mean(x: Tensor, mask: Tensor, grid: int, eps: float = PN_EPS) -> Tensor:
+    """The mean of :func:`patch_masked_mean_std` alone (half the work), ``(B, C, G, G)``."""
+    return patch_sum(x * mask, grid) / (patch_sum(mask, grid) + eps)
+
+
 def patch_masked_mean_std(
     x: Tensor, mask: Tensor, grid: int, eps: float = PN_EPS
 ) -> tuple[Tensor, Tensor]:

@@ -161,7 +161,7 @@ def reference_fps(args: argparse.Namespace, device: str) -> float:
 def scenes_clip(frames: int, seed: int = 0):
     """``(composite, mask, truth)`` frames of a clip made from held-out scene photos,
     each photo's object recoloured (channel gains and a gamma) and held for several
-    frames with camera noise; None when the photos are not there."""
+    frames with camera noise and a slow camera drift; None when the photos are not there."""
     scenes = scenes_folder()
     if scenes is None:
         return None
@@ -180,13 +180,23 @@ def scenes_clip(frames: int, seed: int = 0):
         gamma = rng.uniform(0.7, 1.4)
         shifted = (255 * ((real / 255.0) ** gamma) * gains).clip(0, 255)
         comp = np.where(mask[..., None] > 0, shifted, real)
-        for _ in range(per_photo):
+        for step in range(per_photo):
             noise = rng.normal(0, 2.0, real.shape)
-            clip.append(((comp + noise).clip(0, 255).astype(np.uint8), mask,
-                         (real + noise).clip(0, 255)))
+            clip.append(((_drift(comp, step) + noise).clip(0, 255).astype(np.uint8),
+                         _drift(mask, step, cv2.INTER_NEAREST),
+                         (_drift(real.astype(np.float64), step) + noise).clip(0, 255)))
             if len(clip) == frames:
                 return clip
     return clip
+
+
+def _drift(image: np.ndarray, step: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``image`` as the camera sees it ``step`` frames into a shot: it drifts 1.5 px
+    right and 0.75 px down per frame, so transforms reused between network runs meet
+    content that has moved."""
+    shift = np.float32([[1, 0, -1.5 * step], [0, 1, -0.75 * step]])
+    return cv2.warpAffine(image, shift, image.shape[1::-1], flags=interpolation,
+                          borderMode=cv2.BORDER_REFLECT_101)
 
 
 def _fg_psnr(out: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:

@@ -214,7 +214,10 @@ class Harmonizer:
                              f"{composite.shape}")
         if mask.shape != composite.shape[:2]:
             raise InputError(f"mask {mask.shape} does not match composite {composite.shape[:2]}")
-        mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
+        mask = mask.astype(np.float32, copy=False)
+        low, high, _, _ = cv2.minMaxLoc(mask)  # one pass; a copy only when out of range
+        if low < 0 or high > 1:
+            mask = np.clip(mask, 0.0, 1.0)
         active = mask >= MASK_FLOOR
         if self.strength <= 0 or not active.any():
             return composite.copy()
@@ -239,7 +242,8 @@ class Harmonizer:
             self._forget()
 
     def _small(self, composite: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        image, small_mask = shrink(composite, self.res), shrink(mask, self.res)
+        image = shrink(composite, self.res)
+        small_mask = shrink(mask, self.res)
         image_t = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float() / 255
         mask_t = torch.from_numpy(small_mask).to(self.device)[None, None]
         return image_t, mask_t

@@ -267,3 +267,12 @@ def test_any_memory_layout_of_the_composite_gives_the_same_output(harmonizer):
         out = harmonizer.harmonize(layout, np.asfortranarray(mask))
         assert out.flags.c_contiguous
         np.testing.assert_array_equal(out, expected)
+
+
+def test_mask_values_outside_zero_to_one_count_as_clipped(harmonizer):
+    frame, mask = _scene(90, 160)
+    wild = mask * 3.0 - 1.0  # -1 where the background is, 2 on the person
+    harmonizer.reset()
+    expected = harmonizer.harmonize(frame, mask)
+    harmonizer.reset()
+    np.testing.assert_array_equal(harmonizer.harmonize(frame, wild), expected)

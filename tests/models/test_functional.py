@@ -146,3 +146,12 @@ def test_pfe_of_the_paper_trains_only_w0_w1():
     trainable = {n for n, p in pfe.norm.named_parameters() if p.requires_grad}
     assert trainable == {"w"}
     assert pfe.norm.grid == 5
+
+
+def test_patch_masked_mean_is_the_mean_of_patch_masked_mean_std():
+    from vcam_harmonize.models.functional import patch_masked_mean, patch_masked_mean_std
+
+    x = torch.rand(2, 5, 23, 17)
+    mask = (torch.rand(2, 1, 23, 17) > 0.4).float()
+    mask[1, :, :12] = 0  # patches with no region at all
+    torch.testing.assert_close(patch_masked_mean(x, mask, 3), patch_masked_mean_std(x, mask, 3)[0])
