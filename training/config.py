@@ -39,6 +39,10 @@ class DataSet:
     val_fraction: float = 0.2  # held-out share of a "portraits" split
     repeat: int = 1  # how often the training part is repeated per epoch
     transfer_prob: float = 0.0  # folder sets: colour transfer toward another photo
+    crop_scale: float = 1.0  # folder sets, training part: random square crops of this
+    #                          much area or more (1 = the centred square only)
+    global_colour: float = 0.0  # folder sets, training part: strength of a random change
+    #                             of the whole photo's light before the composite is made
     real_root: str = ""  # ffhqh: folder of the real images
     subsets: list[str] = field(
         default_factory=lambda: ["HCOCO", "HFlickr", "Hday2night", "HAdobe5k"]
@@ -195,6 +199,10 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise InputError(f"config: data.sets[{i}].root is empty")
         if ds.repeat < 1:
             raise InputError(f"config: data.sets[{i}].repeat must be 1 or more")
+        if not 0 < ds.crop_scale <= 1:
+            raise InputError(f"config: data.sets[{i}].crop_scale must be in (0, 1]")
+        if not 0 <= ds.global_colour <= 1:
+            raise InputError(f"config: data.sets[{i}].global_colour must be in [0, 1]")
     _check_best_metric(config)
     return config
 

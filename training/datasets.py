@@ -235,11 +235,18 @@ class FolderDataset(Dataset):
         seed: int = 0,
         transfer_prob: float = 0.0,
         on_error: str = "skip",
+        crop_scale: float = 1.0,
+        global_colour: float = 0.0,
     ) -> None:
         if on_error not in ("skip", "stop"):
             raise InputError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
+        if not 0 < crop_scale <= 1:
+            raise InputError(f"crop_scale must be in (0, 1], got {crop_scale}")
+        if not 0 <= global_colour <= 1:
+            raise InputError(f"global_colour must be in [0, 1], got {global_colour}")
         self.root = Path(root)
         self.size, self.hflip, self.seed, self.transfer_prob = size, hflip, seed, transfer_prob
+        self.crop_scale, self.global_colour = crop_scale, global_colour
         self.epoch = 0
         images, masks = self.root / "images", self.root / "masks"
         if not images.is_dir() or not masks.is_dir():
@@ -286,16 +293,20 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _load(self, index: int) -> tuple[Tensor, Tensor]:
+    def _load(self, index: int, rng: np.random.Generator | None = None) -> tuple[Tensor, Tensor]:
         _, image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path), read_mask(mask_path)
+        if rng is not None and self.crop_scale < 1:
+            image, mask = random_square_crop(image, mask, self.crop_scale, rng)
         if self.size is not None:
             image, mask = cover_crop_square(image, self.size), cover_crop_square(mask, self.size)
         return image_to_tensor(image)[None], mask_to_tensor(mask)[None]
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        real, mask = self._load(index)
+        real, mask = self._load(index, rng)
+        if self.global_colour > 0:
+            real = global_recolour(real, self.global_colour, rng)
         flip = bool(rng.random() < self.hflip)
         if len(self) > 1 and rng.random() < self.transfer_prob:
             other = (index + int(rng.integers(1, len(self)))) % len(self)
@@ -303,6 +314,44 @@ class FolderDataset(Dataset):
         else:
             comp = recolour_foreground(real, mask, seed=int(rng.integers(2**31)))
         return _sample(comp[0], real[0], mask[0], self.pairs[index][0], flip)
+
+
+def random_square_crop(
+    image: np.ndarray, mask: np.ndarray, min_area: float, rng: np.random.Generator, tries: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random square crop covering ``min_area`` to all of the largest square, at a
+    random place. Crops that keep under 20% of the foreground are redrawn; after
+    ``tries`` failures the largest square centred on the foreground is returned."""
+    height, width = mask.shape[:2]
+    full = min(height, width)
+    total = float((mask > 127).sum())
+    for _ in range(tries):
+        side = max(8, int(round(full * np.sqrt(rng.uniform(min_area, 1.0)))))
+        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(0, width - side + 1))
+        crop = mask[top : top + side, left : left + side]
+        if total == 0 or (crop > 127).sum() >= 0.2 * total:
+            return image[top : top + side, left : left + side], crop
+    rows, cols = np.nonzero(mask > 127)
+    top = int(np.clip(rows.mean() - full / 2, 0, height - full))
+    left = int(np.clip(cols.mean() - full / 2, 0, width - full))
+    return image[top : top + full, left : left + full], mask[top : top + full, left : left + full]
+
+
+def global_recolour(real: Tensor, strength: float, rng: np.random.Generator) -> Tensor:
+    """Change the light of a whole photo (foreground and background alike, so it stays
+    harmonious): a brightness gain, a white-balance tint and a gamma, each within
+    ``strength`` of the neutral value (at 1: gain 0.6-1.4, tint 0.8-1.2 per channel,
+    gamma 0.67-1.5). Training on such photos makes a person's absolute colour useless
+    as a cue, so the network must read the background to correct the foreground.
+
+    ``real``: ``(1, 3, H, W)`` in [0, 1]; returns the same shape.
+    """
+    gain = 1 + strength * rng.uniform(-0.4, 0.4)
+    tint = 1 + strength * rng.uniform(-0.2, 0.2, 3)
+    gamma = float(np.exp(strength * rng.uniform(np.log(1 / 1.5), np.log(1.5))))
+    factors = torch.as_tensor(gain * tint, dtype=real.dtype).view(1, 3, 1, 1)
+    return (real.clamp(0, 1) ** gamma * factors).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------------- splits

@@ -90,6 +90,8 @@ def build_splits(config: TrainConfig) -> Splits:
                     data.seed + 1000 * r,
                     ds.transfer_prob,
                     data.on_error,
+                    crop_scale=ds.crop_scale,
+                    global_colour=ds.global_colour,
                 )
                 for r in range(ds.repeat)
             ]

@@ -14,8 +14,10 @@ from vcam_harmonize.training.datasets import (
     FFHQHDataset,
     FolderDataset,
     IHarmony4Dataset,
+    global_recolour,
     person_of,
     portrait_splits,
+    random_square_crop,
     read_image,
     read_mask,
     scene_splits,
@@ -261,3 +263,51 @@ def test_scene_split_holds_out_a_fixed_count():
     assert len(val) == 200 and len(train) == 1598 and not set(train) & set(val)
     with pytest.raises(InputError):
         scene_splits(SCENES, val_count=5000)
+
+
+def test_global_recolour_changes_the_whole_photo_alike_and_stays_in_range():
+    real = torch.rand(1, 3, 20, 30) * 0.8 + 0.1
+    out = global_recolour(real, 1.0, np.random.default_rng(5))
+    assert out.shape == real.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, real)
+    # one gamma and one gain per channel for every pixel: log(out) is affine in log(real)
+    for c in range(3):
+        kept = out[0, c].flatten() < 0.999  # pixels the clamp at 1 did not cut
+        x, y = real[0, c].log().flatten()[kept], out[0, c].log().flatten()[kept]
+        assert kept.sum() > 100
+        slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+        torch.testing.assert_close(y, y.mean() + slope * (x - x.mean()), atol=1e-4, rtol=0)
+    # strength 0 is the identity; the same generator state gives the same change
+    torch.testing.assert_close(global_recolour(real, 0.0, np.random.default_rng(1)), real)
+    torch.testing.assert_close(global_recolour(real, 0.7, np.random.default_rng(9)),
+                               global_recolour(real, 0.7, np.random.default_rng(9)))
+
+
+def test_random_square_crop_keeps_enough_of_the_foreground():
+    image = np.zeros((120, 200, 3), np.uint8)
+    mask = np.zeros((120, 200), np.uint8)
+    mask[40:100, 150:190] = 255
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        crop_image, crop_mask = random_square_crop(image, mask, 0.3, rng)
+        side = crop_mask.shape[0]
+        assert crop_mask.shape == (side, side) == crop_image.shape[:2]
+        assert side <= 120 and side * side >= 0.3 * 120 * 120 - 2 * 120
+        assert (crop_mask > 127).sum() >= 0.2 * (mask > 127).sum()
+
+
+@needs_shared
+def test_training_augmentations_leave_the_composite_rule_intact():
+    plain = FolderDataset(SCENES, SCENE_NAMES, size=64, seed=3)
+    augmented = FolderDataset(SCENES, SCENE_NAMES, size=64, seed=3, crop_scale=0.5,
+                              global_colour=1.0)
+    sample = augmented[1]
+    assert sample["real"].shape == (3, 64, 64)
+    background = sample["mask"][0] == 0
+    assert torch.equal(sample["comp"][:, background], sample["real"][:, background])
+    assert not torch.equal(sample["real"], plain[1]["real"])
+    assert torch.equal(augmented[1]["real"], sample["real"])  # reproducible
+    with pytest.raises(InputError, match="crop_scale"):
+        FolderDataset(SCENES, SCENE_NAMES, size=64, crop_scale=0)
+    with pytest.raises(InputError, match="global_colour"):
+        FolderDataset(SCENES, SCENE_NAMES, size=64, global_colour=1.5)
