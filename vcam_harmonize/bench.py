@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--video", help="input video (default: the demo clip, written once)")
     pipe.add_argument("--background", default="default")
     pipe.add_argument("--weights", default="", help="weights (default: bundled)")
+    pipe.add_argument("--model", default="",
+                      help="time an untrained network of this configuration (such as ffhqh) "
+                           "instead of the bundled weights; its quality gap is skipped")
     pipe.add_argument("--refresh-every", type=int, default=0,
                       help="PHNet every n-th frame (0: the camera's default)")
     pipe.add_argument("--smoothing", type=float, default=0.8)

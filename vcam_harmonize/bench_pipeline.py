@@ -76,14 +76,46 @@ def run_pipeline_bench(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="vcam-bench-"))
     try:
+        model, weights_label = pick_model(args, workdir)
         video = Path(args.video) if args.video else write_demo_clip(
             workdir / "demo.avi", (args.width, args.height), 30.0)
-        result = time_pipeline(args, device, video)
+        result = {"model": model, "weights": weights_label}
+        result |= time_pipeline(args, device, video)
+        result["reference_fps"] = reference_fps(args, device) if args.reference_frames else None
+        trained = weights_label != UNTRAINED
+        result["quality_gap_db"] = (quality_gap(args, device)
+                                    if args.quality_frames and trained else None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    result["reference_fps"] = reference_fps(args, device) if args.reference_frames else None
-    result["quality_gap_db"] = quality_gap(args, device) if args.quality_frames else None
     return result
+
+
+UNTRAINED = "untrained (timing only)"
+
+
+def pick_model(args: argparse.Namespace, workdir: Path) -> tuple[str, str]:
+    """Resolve ``--model`` and ``--weights`` into the weights the pipeline loads.
+
+    ``--weights`` wins (its configuration is read from the file). ``--model NAME``
+    without weights times an untrained network of that configuration (the speed of a
+    network does not depend on its weights), written once to ``workdir``; the quality
+    gap is then skipped. Returns ``(model name, weights label)`` and sets
+    ``args.weights``.
+    """
+    from vcam_harmonize.models import CONFIGS, load_model, save_weights
+
+    if args.weights:
+        config = load_model(args.weights).config
+        name = next((n for n, c in CONFIGS.items() if c == config), "custom")
+        return name, str(args.weights)
+    if not args.model or args.model == "lite":
+        return "lite", "bundled"
+    if args.model not in CONFIGS:
+        raise InputError(f"--model must be one of {sorted(CONFIGS)}, got {args.model!r}")
+    path = workdir / f"{args.model}-untrained.safetensors"
+    save_weights(PHNet.from_config(args.model), path)
+    args.weights = str(path)
+    return args.model, UNTRAINED
 
 
 def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:

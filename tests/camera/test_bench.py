@@ -10,7 +10,7 @@ import pytest
 from vcam_harmonize import bench, bench_pipeline
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
-KEYS = ["device", "width", "height", "res", "frames", "fps", "p50_ms", "p95_ms", "stage_ms",
+KEYS = ["model", "weights", "cpu_ms_per_frame", "device", "width", "height", "res", "frames", "fps", "p50_ms", "p95_ms", "stage_ms",
         "peak_rss_mb", "rss_growth_mb", "reference_fps", "quality_gap_db"]
 TINY = ["--device", "cpu", "--width", "160", "--height", "96", "--res", "64", "--frames", "20",
         "--reference-frames", "1", "--quality-frames", "10"]
@@ -33,13 +33,28 @@ def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatc
     assert set(result["stage_ms"]) and all(v >= 0 for v in result["stage_ms"].values())
     assert result["peak_rss_mb"] > 0 and isinstance(result["rss_growth_mb"], float)
     assert result["reference_fps"] > 0
+    assert (result["model"], result["weights"]) == ("lite", "bundled")
+    assert result["cpu_ms_per_frame"] > 0
     if SCENES.is_dir():
         assert isinstance(result["quality_gap_db"], float)
+
+
+def test_model_option_times_an_untrained_network_of_that_configuration(capsys):
+    tiny = [a for a in TINY if a not in ("--quality-frames", "10")]
+    assert bench.main([*tiny, "--model", "iharmony4", "--frames", "4", "--warmup", "1"]) == 0
+    result = _last_json_line(capsys)
+    assert result["model"] == "iharmony4"
+    assert result["weights"] == bench_pipeline.UNTRAINED
+    assert result["frames"] == 4 and result["quality_gap_db"] is None
+    assert bench.main([*tiny, "--model", "huge"]) == 2
+    assert "--model must be one of" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--frames", "0"], "--frames must be positive, got 0"),
     (["--warmup", "-1"], "--warmup must be 0 or more, got -1"),
+    (["--model", "big"], "--model must be one of ['ffhqh', 'iharmony4', 'lite', 'paper'], "
+                         "got 'big'"),
 ])
 def test_bad_frame_counts_are_one_line_and_exit_code_2(args, message, capsys):
     assert bench.main(["--device", "cpu", *args]) == 2
