@@ -245,7 +245,7 @@ def quality_gap(args: argparse.Namespace, device: str) -> float | None:
     weights = args.weights or None
     live_refresh = refresh_every(device, args.refresh_every)
     live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh,
-                      background_refresh=device == "cpu")
+                      background_refresh=True)
     exact = Harmonizer(weights, device, args.res, 0.0, refresh_every=1)
     live_psnr, exact_psnr = [], []
     for comp, mask, truth in clip:

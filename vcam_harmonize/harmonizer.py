@@ -389,6 +389,8 @@ class _RefreshWorker:
                 job, self._job = self._job, None
             try:
                 self.harmonizer._refresh(*job)
+            except torch.cuda.OutOfMemoryError:
+                self.harmonizer._fall_back_to_cpu()  # later requests run on the CPU
             except Exception as err:  # the frames go on with the last transform
                 self.harmonizer.refresh_errors += 1
                 if self.harmonizer.refresh_errors == 1:

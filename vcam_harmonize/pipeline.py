@@ -154,10 +154,11 @@ class Pipeline:
         if harmonizer is None:
             device = pick_device(config.gpu)
             refresh = refresh_every(device, config.refresh_every)
-            # on a CPU the network runs beside the frames, which go on with the last transform
+            # the network runs beside the frames, which go on with the last transform (on a
+            # GPU it runs for every frame, one frame behind; on a CPU every few frames)
             harmonizer = Harmonizer(config.weights or None, device, config.res,
                                     config.smoothing, config.strength, refresh,
-                                    background_refresh=device == "cpu")
+                                    background_refresh=True)
         self.harmonizer = harmonizer
         self.harmonize_enabled = config.harmonize
         self.paused = False

@@ -110,6 +110,30 @@ def test_cuda_out_of_memory_falls_back_to_the_cpu(caplog):
     assert "CUDA out of memory" in caplog.text
 
 
+def test_cuda_out_of_memory_in_the_refresh_thread_falls_back_to_the_cpu(caplog):
+    """With the network on its own thread (as the camera runs it), an OOM there moves
+    PHNet to the CPU too, and frames keep coming with a fresh transform afterwards."""
+    harmonizer = Harmonizer(res=64, refresh_every=1, background_refresh=True)
+    frame = np.full((96, 160, 3), 120, np.uint8)
+    mask = FastSegmenter().segment(frame)
+    harmonizer.harmonize(frame, mask)  # the first transform is computed in the caller
+    harmonizer.model = _OutOfMemoryOnce(harmonizer.model)
+    try:
+        deadline = time.monotonic() + 10
+        while not harmonizer.model.raised or harmonizer.refresh_every < CPU_REFRESH_EVERY:
+            assert time.monotonic() < deadline, "the worker never ran or never fell back"
+            out = harmonizer.harmonize(frame, mask)
+            assert out.shape == frame.shape
+            time.sleep(0.01)
+        assert harmonizer.device.type == "cpu" and harmonizer.refresh_errors == 0
+        assert "CUDA out of memory" in caplog.text
+        for _ in range(3):  # after the fall-back a new transform is computed again
+            assert harmonizer.harmonize(frame, mask).shape == frame.shape
+        assert harmonizer._transform is not None
+    finally:
+        harmonizer.close()
+
+
 class RefusingBackend(RecordingBackend):
     """A virtual camera that disappears after a few frames."""
 
