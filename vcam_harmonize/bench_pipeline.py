@@ -81,6 +81,8 @@ def run_pipeline_bench(args: argparse.Namespace) -> dict:
             workdir / "demo.avi", (args.width, args.height), 30.0)
         result = {"model": model, "weights": weights_label}
         result |= time_pipeline(args, device, video)
+        if not args.no_harmonize:
+            result["harmonize_ms"] = harmonize_cost(args, device)
         result["reference_fps"] = reference_fps(args, device) if args.reference_frames else None
         trained = weights_label != UNTRAINED
         result["quality_gap_db"] = (quality_gap(args, device)
@@ -163,6 +165,51 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
         "rss_growth_mb": round(rss_mb() - marks["rss"], 1),
         "errors": stats["errors"],
     }
+
+
+def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
+                   passes: int = 2) -> float | None:
+    """The full price of harmonization per frame, in ms: ``Harmonizer.harmonize`` on
+    one thread (one PyTorch thread too) with its network runs made inline on every
+    ``refresh_every``-th frame, so the network and the colour transform are both
+    counted (in the pipeline the network runs on another thread and its time hides
+    from the ``harmonize`` stage). Frames are demo frames composited on the bundled
+    background beforehand, not timed."""
+    from vcam_harmonize.compositing import composite
+    from vcam_harmonize.demo import demo_frame, load_demo_photo
+    from vcam_harmonize.pipeline import BackgroundChoice
+    from vcam_harmonize.segmentation import PersonSegmenter
+
+    size = (args.width, args.height)
+    photo = load_demo_photo()
+    background = BackgroundChoice(args.background, size).current
+    if background.passthrough:  # "none": the camera's own background, nothing harmonized
+        return None
+    frames = []
+    with PersonSegmenter() as segmenter:
+        for i in range(shots):
+            image = demo_frame(photo, i / 30.0, size)
+            mask = segmenter.segment(image)
+            frames.append((composite(image, background.frame(image, mask), mask), mask))
+    background.close()
+    harmonizer = Harmonizer(args.weights or None, device, args.res, args.smoothing,
+                            refresh_every=refresh_every(device, args.refresh_every))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for image, mask in frames[:5]:  # warm-up
+            harmonizer.harmonize(image, mask)
+        harmonizer.reset()
+        start = time.perf_counter()
+        for _ in range(passes):
+            for image, mask in frames:
+                harmonizer.harmonize(image, mask)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return round(1000 * elapsed / (shots * passes), 2)
 
 
 def reference_fps(args: argparse.Namespace, device: str) -> float:

@@ -10,7 +10,7 @@ import pytest
 from vcam_harmonize import bench, bench_pipeline
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
-KEYS = ["model", "weights", "cpu_ms_per_frame", "device", "width", "height", "res", "frames",
+KEYS = ["model", "weights", "cpu_ms_per_frame", "harmonize_ms", "device", "width", "height", "res", "frames",
         "fps", "p50_ms", "p95_ms", "stage_ms", "peak_rss_mb", "rss_growth_mb", "reference_fps",
         "quality_gap_db"]
 TINY = ["--device", "cpu", "--width", "160", "--height", "96", "--res", "64", "--frames", "20",
@@ -35,7 +35,7 @@ def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatc
     assert result["peak_rss_mb"] > 0 and isinstance(result["rss_growth_mb"], float)
     assert result["reference_fps"] > 0
     assert (result["model"], result["weights"]) == ("lite", "bundled")
-    assert result["cpu_ms_per_frame"] > 0
+    assert result["cpu_ms_per_frame"] > 0 and result["harmonize_ms"] > 0
     if SCENES.is_dir():
         assert isinstance(result["quality_gap_db"], float)
 
