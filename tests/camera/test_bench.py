@@ -10,9 +10,9 @@ import pytest
 from vcam_harmonize import bench, bench_pipeline
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
-KEYS = ["model", "weights", "cpu_ms_per_frame", "harmonize_ms", "device", "width", "height", "res", "frames",
-        "fps", "p50_ms", "p95_ms", "stage_ms", "peak_rss_mb", "rss_growth_mb", "reference_fps",
-        "quality_gap_db"]
+KEYS = ["model", "weights", "cpu_ms_per_frame", "harmonize_ms", "device", "width", "height",
+        "res", "frames", "fps", "p50_ms", "p95_ms", "stage_ms", "peak_rss_mb", "rss_growth_mb",
+        "reference_fps", "quality_gap_db"]
 TINY = ["--device", "cpu", "--width", "160", "--height", "96", "--res", "64", "--frames", "20",
         "--reference-frames", "1", "--quality-frames", "10"]
 
