@@ -24,6 +24,7 @@ _WORK_HEIGHT = 360
 _MOTION_DIFF = 0.4
 _GUIDE_KERNEL = 9
 _GUIDE_EPS = 1e-3
+_NEGLIGIBLE = 1.0 / 512
 
 
 def model_path(model: str = "landscape") -> Path:
@@ -140,6 +141,9 @@ class PersonSegmenter:
         if self.refine:
             guide = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32) * (1.0 / 255.0)
             mask = refine_mask(mask, guide)
+        # a weight this small cannot move a uint8 pixel; exact zeros let the compositing
+        # and the harmonizer skip everything outside the person's bounding box
+        mask = cv2.threshold(mask, _NEGLIGIBLE, 1.0, cv2.THRESH_TOZERO)[1]
         if self.feather:  # the blur hides the upsampling, so work small
             mask = cv2.GaussianBlur(self._binarized(mask), (0, 0), sigmaX=self.feather * scale)
         if scale < 1:
