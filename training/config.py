@@ -43,6 +43,7 @@ class DataSet:
     #                          much area or more (1 = the centred square only)
     global_colour: float = 0.0  # folder sets, training part: strength of a random change
     #                             of the whole photo's light before the composite is made
+    identity_prob: float = 0.0  # folder sets, training part: share of unchanged composites
     real_root: str = ""  # ffhqh: folder of the real images
     subsets: list[str] = field(
         default_factory=lambda: ["HCOCO", "HFlickr", "Hday2night", "HAdobe5k"]
@@ -203,6 +204,8 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise InputError(f"config: data.sets[{i}].crop_scale must be in (0, 1]")
         if not 0 <= ds.global_colour <= 1:
             raise InputError(f"config: data.sets[{i}].global_colour must be in [0, 1]")
+        if not 0 <= ds.identity_prob < 1:
+            raise InputError(f"config: data.sets[{i}].identity_prob must be in [0, 1)")
     _check_best_metric(config)
     return config
 

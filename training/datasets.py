@@ -224,6 +224,11 @@ class FolderDataset(Dataset):
 
     Images without a mask, or whose mask has another size, are logged and skipped
     (``on_error="skip"``) or raise :class:`InputError` (``on_error="stop"``).
+
+    Training-only options: ``crop_scale`` (random square crops, see
+    :func:`random_square_crop`), ``global_colour`` (see :func:`global_recolour`) and
+    ``identity_prob`` (the share of items whose composite is the photo itself, which
+    teaches the network to leave a harmonious person alone).
     """
 
     def __init__(
@@ -237,6 +242,7 @@ class FolderDataset(Dataset):
         on_error: str = "skip",
         crop_scale: float = 1.0,
         global_colour: float = 0.0,
+        identity_prob: float = 0.0,
     ) -> None:
         if on_error not in ("skip", "stop"):
             raise InputError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
@@ -244,9 +250,12 @@ class FolderDataset(Dataset):
             raise InputError(f"crop_scale must be in (0, 1], got {crop_scale}")
         if not 0 <= global_colour <= 1:
             raise InputError(f"global_colour must be in [0, 1], got {global_colour}")
+        if not 0 <= identity_prob < 1:
+            raise InputError(f"identity_prob must be in [0, 1), got {identity_prob}")
         self.root = Path(root)
         self.size, self.hflip, self.seed, self.transfer_prob = size, hflip, seed, transfer_prob
         self.crop_scale, self.global_colour = crop_scale, global_colour
+        self.identity_prob = identity_prob
         self.epoch = 0
         images, masks = self.root / "images", self.root / "masks"
         if not images.is_dir() or not masks.is_dir():
@@ -308,7 +317,9 @@ class FolderDataset(Dataset):
         if self.global_colour > 0:
             real = global_recolour(real, self.global_colour, rng)
         flip = bool(rng.random() < self.hflip)
-        if len(self) > 1 and rng.random() < self.transfer_prob:
+        if self.identity_prob and rng.random() < self.identity_prob:
+            comp = real.clone()  # already harmonious: the right answer is no change
+        elif len(self) > 1 and rng.random() < self.transfer_prob:
             other = (index + int(rng.integers(1, len(self)))) % len(self)
             comp = colour_transfer(real, mask, *self._load(other))
         else:

@@ -92,6 +92,7 @@ def build_splits(config: TrainConfig) -> Splits:
                     data.on_error,
                     crop_scale=ds.crop_scale,
                     global_colour=ds.global_colour,
+                    identity_prob=ds.identity_prob,
                 )
                 for r in range(ds.repeat)
             ]

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--no-harmonize", action="store_true")
     pipe.add_argument("--reference-frames", type=int, default=3,
                       help="frames to time the authors' way (0: skip)")
-    pipe.add_argument("--quality-frames", type=int, default=120,
+    pipe.add_argument("--quality-frames", type=int, default=300,
                       help="frames of the scenes clip for quality_gap_db (0: skip)")
     return parser
 

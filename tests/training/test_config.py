@@ -19,7 +19,16 @@ PAPER = {  # name -> (model, dataset kind, size)
 
 
 def test_the_paper_setups_and_lite_are_shipped():
-    assert set(SHIPPED) == {*PAPER, "lite"}
+    assert set(SHIPPED) == {*PAPER, "lite", "lite_finetune"}
+
+
+def test_lite_finetune_starts_from_the_bundled_weights_with_training_augmentations():
+    config = load_config("lite_finetune")
+    assert config.model.name == "lite"
+    assert config.model.init.endswith("phnet_lite.safetensors")
+    assert {ds.split for ds in config.data.sets} == {"scenes", "portraits"}
+    for ds in config.data.sets:
+        assert ds.crop_scale < 1 and ds.global_colour > 0 and 0 < ds.identity_prob < 1
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -307,6 +307,10 @@ def test_training_augmentations_leave_the_composite_rule_intact():
     assert torch.equal(sample["comp"][:, background], sample["real"][:, background])
     assert not torch.equal(sample["real"], plain[1]["real"])
     assert torch.equal(augmented[1]["real"], sample["real"])  # reproducible
+    unchanged = FolderDataset(SCENES, SCENE_NAMES, size=64, seed=3, identity_prob=0.999)[1]
+    assert torch.equal(unchanged["comp"], unchanged["real"])
+    with pytest.raises(InputError, match="identity_prob"):
+        FolderDataset(SCENES, SCENE_NAMES, size=64, identity_prob=1.0)
     with pytest.raises(InputError, match="crop_scale"):
         FolderDataset(SCENES, SCENE_NAMES, size=64, crop_scale=0)
     with pytest.raises(InputError, match="global_colour"):
