@@ -6,6 +6,16 @@ import cv2
 import numpy as np
 
 
+def bounding_box(region: np.ndarray) -> tuple[slice, slice] | None:
+    """Row and column slices of the smallest box around the True pixels of a boolean
+    ``(H, W)`` array; None when there are none."""
+    rows = np.flatnonzero(region.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(region[rows[0] : rows[-1] + 1].any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Alpha-composite ``fg`` over ``bg``: ``fg * mask + bg * (1 - mask)``, rounded.
 
@@ -23,14 +33,11 @@ def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if fg.shape != bg.shape or fg.shape[:2] != mask.shape[:2]:
         raise ValueError(f"shape mismatch: fg {fg.shape}, bg {bg.shape}, mask {mask.shape}")
     alpha = mask if mask.dtype == np.float32 else mask.astype(np.float32)
-    person = alpha > 0
-    rows = np.flatnonzero(person.any(axis=1))
     out = np.empty(bg.shape, np.uint8)
     out[:] = bg
-    if rows.size == 0:
+    box = bounding_box(alpha > 0)
+    if box is None:
         return out
-    cols = np.flatnonzero(person[rows[0] : rows[-1] + 1].any(axis=0))
-    box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
     weights = alpha[box]
     cv2.blendLinear(fg[box], bg[box], weights, 1.0 - weights, dst=out[box])
     return out

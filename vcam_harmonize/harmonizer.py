@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from kornia.filters import box_blur
 
+from vcam_harmonize.compositing import bounding_box
+from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
 from vcam_harmonize.models.weights import default_weights_path
 
@@ -69,20 +71,11 @@ def fit_affine(guide: torch.Tensor, target: torch.Tensor, radius: int,
     size = (2 * radius + 1, 2 * radius + 1)
     channels = guide.shape[1]
     if backend == "opencv":
-        def box(planes: np.ndarray) -> np.ndarray:  # (K, H, W), reflected borders
-            return np.stack([cv2.boxFilter(plane, -1, size, borderType=cv2.BORDER_REFLECT_101)
-                             for plane in planes])
-
-        pairs = []
-        pairs_in = zip(guide.float().numpy(), target.float().numpy(), strict=True)
-        for g, p in pairs_in:  # (C, H, W) each
-            means = box(np.concatenate([g, p, g * p, g * g]))
-            mean_i, mean_p, mean_ip, mean_ii = np.split(means, 4)
-            a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + np.float32(eps))
-            b = mean_p - a * mean_i
-            pairs.append(box(np.concatenate([a, b])))
-        ab = torch.from_numpy(np.stack(pairs)).to(guide.dtype)
-        return ab[:, :channels], ab[:, channels:]
+        maps = [[guided_coefficients(g, p, size[0], eps)
+                 for g, p in zip(gs, ps, strict=True)]  # per channel
+                for gs, ps in zip(guide.float().numpy(), target.float().numpy(), strict=True)]
+        ab = torch.from_numpy(np.array(maps)).to(guide.dtype)  # (B, C, 2, H, W)
+        return ab[:, :, 0], ab[:, :, 1]
     # the four window means in one call: I, p, I*p, I*I
     means = box_blur(torch.cat([guide, target, guide * target, guide * guide], dim=1), size,
                      border_type="reflect")
@@ -309,11 +302,9 @@ class Harmonizer:
         """
         if active is None:
             active = mask >= MASK_FLOOR
-        rows = np.flatnonzero(active.any(axis=1))
-        if rows.size == 0:
+        box = bounding_box(active)
+        if box is None:
             return composite.copy()
-        cols = np.flatnonzero(active[rows[0] : rows[-1] + 1].any(axis=0))
-        box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
         height, width = mask.shape
         work = self._workspace(height, width)
         gain_low, offset_low = transform.low_maps()

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models.errors import InputError
 
 MEDIAPIPE_VERSION = "0.10.21"
@@ -71,17 +72,8 @@ def refine_mask(mask: np.ndarray, guide: np.ndarray) -> np.ndarray:
     half = (max(1, width // 2), max(1, height // 2))
     guide_s = cv2.resize(guide, half, interpolation=cv2.INTER_AREA)
     mask_s = cv2.resize(mask, half, interpolation=cv2.INTER_AREA)
-    kernel = ((_GUIDE_KERNEL - 1) // 2 + 1,) * 2
-
-    def box(image: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(image, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
-
-    mean_i, mean_p = box(guide_s), box(mask_s)
-    var_i = box(guide_s * guide_s) - mean_i * mean_i
-    cov_ip = box(guide_s * mask_s) - mean_i * mean_p
-    a = cov_ip / (var_i + np.float32(_GUIDE_EPS))
-    b = mean_p - a * mean_i
-    ab = cv2.resize(cv2.merge([box(a), box(b)]), (width, height), interpolation=cv2.INTER_LINEAR)
+    a, b = guided_coefficients(guide_s, mask_s, (_GUIDE_KERNEL - 1) // 2 + 1, _GUIDE_EPS)
+    ab = cv2.resize(cv2.merge([a, b]), (width, height), interpolation=cv2.INTER_LINEAR)
     refined = ab[..., 0] * guide
     refined += ab[..., 1]
     return np.clip(refined, 0.0, 1.0, out=refined)

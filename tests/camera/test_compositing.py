@@ -52,3 +52,14 @@ def test_cover_crop_keeps_aspect_and_centre():
     same = np.zeros((48, 64, 3), np.uint8)
     assert cover_crop(same, (64, 48)) is same
     assert cover_crop(np.zeros((10, 13, 3), np.uint8), (1280, 720)).shape == (720, 1280, 3)
+
+
+def test_bounding_box_of_a_region():
+    from vcam_harmonize.compositing import bounding_box
+
+    region = np.zeros((6, 9), bool)
+    assert bounding_box(region) is None
+    region[2, 3] = region[4, 7] = True
+    assert bounding_box(region) == (slice(2, 5), slice(3, 8))
+    region[:] = True
+    assert bounding_box(region) == (slice(0, 6), slice(0, 9))

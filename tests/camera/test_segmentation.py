@@ -121,3 +121,18 @@ def test_reset_and_close(astronaut):
     assert seg.segment(astronaut[:200]).shape == (200, 512)
     seg.close()
     seg.close()
+
+
+def test_refine_mask_snaps_a_blurry_mask_to_the_image_edge():
+    import cv2
+
+    from vcam_harmonize.segmentation import refine_mask
+
+    guide = np.zeros((90, 160), np.float32)
+    guide[:, 70:] = 1.0  # a sharp vertical edge at column 70
+    blurry = cv2.GaussianBlur(guide, (0, 0), 6)  # the mask the network gave, too soft
+    refined = refine_mask(blurry, guide * 0.8 + 0.1)
+    assert refined.shape == guide.shape and refined.dtype == np.float32
+    assert refined.min() >= 0 and refined.max() <= 1
+    before, after = np.abs(blurry - guide).mean(), np.abs(refined - guide).mean()
+    assert after < 0.5 * before
