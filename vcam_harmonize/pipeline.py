@@ -1,11 +1,14 @@
 """The live camera, top to bottom:
 
-    capture thread  ->  compose thread                 ->  harmonize thread
-    (newest frame)      segment, background, composite     PHNet colour transform, sinks
+    capture thread  ->  segment thread  ->  harmonize thread                      (-> PHNet thread)
+    (newest frame)      person mask         background, composite, colour transform,
+                                            sinks
 
 Each arrow is a one-slot hand-off that keeps only the newest item, so while frame N is
 being harmonized, frame N+1 is segmented and frame N+2 captured, and latency never
-builds up. Every stage is timed. A failing stage never stops the stream: the frame
+builds up. The network itself runs on the Harmonizer's own thread, and frames go on
+with its last colour transform meanwhile. The split between the two middle threads
+keeps their work about even on two cores. Every stage is timed. A failing stage never stops the stream: the frame
 goes out un-harmonized (or as the camera saw it) and the error is logged once with a
 count. Settings (background, strength, harmonization, working resolution, pause)
 change live.
@@ -181,7 +184,7 @@ class Pipeline:
         self.source.start()
         self._stop.clear()
         self._last_frame_at = time.monotonic()
-        self._threads = [threading.Thread(target=self._compose_loop, name="compose", daemon=True),
+        self._threads = [threading.Thread(target=self._segment_loop, name="segment", daemon=True),
                          threading.Thread(target=self._harmonize_loop, name="harmonize",
                                           daemon=True)]
         for thread in self._threads:
@@ -315,7 +318,7 @@ class Pipeline:
         self._times[stage].append(now - start)
         return now
 
-    def _compose_loop(self) -> None:
+    def _segment_loop(self) -> None:
         while not self._stop.is_set():
             if self.paused:
                 self._stop.wait(0.05)
@@ -338,21 +341,8 @@ class Pipeline:
             except Exception as err:
                 self.errors.record("segment", err)
                 mask = None
-            t = self._timed("segment", t)
-            item = (frame, image, mask, False)
-            if mask is not None:
-                try:
-                    # under the lock: a switch must not close a video being read
-                    with self._bg_lock:
-                        background = self.background.current
-                        bg = None if background.passthrough else background.frame(image, mask)
-                    if bg is not None:
-                        t = self._timed("background", t)
-                        item = (frame, composite(image, bg, mask), mask, True)
-                        self._timed("composite", t)
-                except Exception as err:
-                    self.errors.record("background", err)
-            self._slot.put(item, self._stop)
+            self._timed("segment", t)
+            self._slot.put((frame, mask), self._stop)
 
     def _stop_from_worker(self) -> None:
         """End the run from one of its own threads (which stop() would wait for)."""
@@ -370,18 +360,37 @@ class Pipeline:
             item = self._slot.get(timeout=0.25)
             if item is None:
                 continue
-            frame, image, mask, harmonizable = item
+            frame, mask = item
             t = time.perf_counter()
-            if harmonizable and self.harmonize_enabled:
-                try:
-                    image = self.harmonizer.harmonize(image, mask)
-                except Exception as err:
-                    self.errors.record("harmonize", err)
-                t = self._timed("harmonize", t)
-            self._emit(image, frame.timestamp, t)
+            image = frame.image if mask is None else self._compose(frame.image, mask, t)
+            self._emit(image, frame.timestamp, time.perf_counter())
             if self.max_frames and self.frames_out >= self.max_frames:
                 self._stop_from_worker()
                 return
+
+    def _compose(self, image: np.ndarray, mask: np.ndarray, t: float) -> np.ndarray:
+        """The person on the chosen background, harmonized; the camera's own frame when
+        the background is "none" or cannot be had."""
+        try:
+            # under the lock: a switch must not close a video being read
+            with self._bg_lock:
+                background = self.background.current
+                bg = None if background.passthrough else background.frame(image, mask)
+            if bg is None:
+                return image
+            t = self._timed("background", t)
+            image = composite(image, bg, mask)
+            t = self._timed("composite", t)
+        except Exception as err:
+            self.errors.record("background", err)
+            return image
+        if self.harmonize_enabled:
+            try:
+                image = self.harmonizer.harmonize(image, mask)
+            except Exception as err:
+                self.errors.record("harmonize", err)
+            self._timed("harmonize", t)
+        return image
 
     def _emit(self, image: np.ndarray, captured_at: float, t: float) -> None:
         for sink in self.sinks:

@@ -76,7 +76,7 @@ def test_frames_limit_and_exact_count_in_lossless_mode(clip, backend):
     pipeline.start()
     assert pipeline.wait(30)
     assert pipeline.frames_out == 25 and len(received) == 25
-    assert not any(t.name in ("compose", "harmonize") and t.is_alive()
+    assert not any(t.name in ("segment", "harmonize", "phnet-refresh") and t.is_alive()
                    for t in __import__("threading").enumerate())
 
 
