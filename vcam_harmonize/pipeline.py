@@ -8,10 +8,10 @@ Each arrow is a one-slot hand-off that keeps only the newest item, so while fram
 being harmonized, frame N+1 is segmented and frame N+2 captured, and latency never
 builds up. The network itself runs on the Harmonizer's own thread, and frames go on
 with its last colour transform meanwhile. The split between the two middle threads
-keeps their work about even on two cores. Every stage is timed. A failing stage never stops the stream: the frame
-goes out un-harmonized (or as the camera saw it) and the error is logged once with a
-count. Settings (background, strength, harmonization, working resolution, pause)
-change live.
+keeps their work about even on two cores. Every stage is timed. A failing stage never
+stops the stream: the frame goes out un-harmonized (or as the camera saw it) and the
+error is logged once with a count. Settings (background, strength, harmonization,
+working resolution, pause) change live.
 """
 
 from __future__ import annotations
