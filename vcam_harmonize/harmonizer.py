@@ -373,6 +373,10 @@ class _RefreshWorker:
         self._thread.join(2.0)
 
     def _run(self) -> None:
+        if self.harmonizer.device.type == "cpu":
+            # the frames' own threads keep the other cores busy; one PyTorch thread here
+            # spares the cost of handing every operation around (this thread only)
+            torch.set_num_threads(1)
         while True:
             with self._cond:
                 while self._job is None and not self._stopped:
