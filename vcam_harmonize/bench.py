@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="PHNet every n-th frame (0: the camera's default)")
     pipe.add_argument("--smoothing", type=float, default=0.8)
     pipe.add_argument("--no-harmonize", action="store_true")
-    pipe.add_argument("--reference-frames", type=int, default=3,
+    pipe.add_argument("--reference-frames", type=int, default=5,
                       help="frames to time the authors' way (0: skip)")
     pipe.add_argument("--quality-frames", type=int, default=300,
                       help="frames of the scenes clip for quality_gap_db (0: skip)")
