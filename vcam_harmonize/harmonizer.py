@@ -375,7 +375,8 @@ class _RefreshWorker:
     def _run(self) -> None:
         if self.harmonizer.device.type == "cpu":
             # the frames' own threads keep the other cores busy; one PyTorch thread here
-            # spares the cost of handing every operation around (this thread only)
+            # spares the cost of handing every operation around. PyTorch keeps this per
+            # thread, but threads started later in the process begin with it too.
             torch.set_num_threads(1)
         while True:
             with self._cond:
