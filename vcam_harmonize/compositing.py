@@ -7,13 +7,14 @@ import numpy as np
 
 
 def bounding_box(region: np.ndarray) -> tuple[slice, slice] | None:
-    """Row and column slices of the smallest box around the True pixels of a boolean
-    ``(H, W)`` array; None when there are none."""
-    rows = np.flatnonzero(region.any(axis=1))
-    if rows.size == 0:
+    """Row and column slices of the smallest box around the non-zero pixels of a
+    boolean or uint8 ``(H, W)`` array; None when there are none."""
+    if region.dtype == bool:
+        region = region.view(np.uint8)
+    x, y, w, h = cv2.boundingRect(region)
+    if w == 0:
         return None
-    cols = np.flatnonzero(region[rows[0] : rows[-1] + 1].any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    return slice(y, y + h), slice(x, x + w)
 
 
 def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:

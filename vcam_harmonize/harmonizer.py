@@ -212,8 +212,8 @@ class Harmonizer:
         low, high, _, _ = cv2.minMaxLoc(mask)  # one pass; a copy only when out of range
         if low < 0 or high > 1:
             mask = np.clip(mask, 0.0, 1.0)
-        active = mask >= MASK_FLOOR
-        if self.strength <= 0 or not active.any():
+        box = bounding_box(mask >= MASK_FLOOR)
+        if self.strength <= 0 or box is None:
             return composite.copy()
         try:
             transform = self._transform_for(composite, mask)
@@ -222,7 +222,7 @@ class Harmonizer:
             transform = self._transform_for(composite, mask)
         if transform is None:  # a reset from another thread overtook this frame
             return composite.copy()
-        return self._apply(composite, mask, transform, active)
+        return self._apply(composite, mask, transform, box)
 
     def _fall_back_to_cpu(self) -> None:
         """CUDA ran out of memory: go on with the model on the CPU."""
@@ -291,7 +291,7 @@ class Harmonizer:
             return new
 
     def _apply(self, composite: np.ndarray, mask: np.ndarray, transform: ColourTransform,
-               active: np.ndarray | None = None) -> np.ndarray:
+               box: tuple[slice, slice] | None = None) -> np.ndarray:
         """Apply the transform where the mask is, at full resolution.
 
         With alpha = strength * mask: out = I + alpha * ((a - 1) * I + b), inside the
@@ -300,11 +300,10 @@ class Harmonizer:
         goes through reused buffers with single OpenCV calls: a 720p frame costs a few
         milliseconds and allocates nothing but the output.
         """
-        if active is None:
-            active = mask >= MASK_FLOOR
-        box = bounding_box(active)
-        if box is None:
-            return composite.copy()
+        if box is None:  # the pixels a weight could change: mask >= MASK_FLOOR
+            box = bounding_box(mask >= MASK_FLOOR)
+            if box is None:
+                return composite.copy()
         height, width = mask.shape
         work = self._workspace(height, width)
         gain_low, offset_low = transform.low_maps()
