@@ -79,3 +79,15 @@ def test_model_only_prints_one_line_per_configuration(capsys):
     row = json.loads(lines[0])
     assert row["config"] == "lite" and row["params"] == 971729
     assert row["median_ms"]["64"] > 0 and row["gmacs"]["64"] > 0
+
+
+def test_the_camera_background_skips_the_harmonization_price(capsys):
+    """--background none keeps the camera's own background: nothing is harmonized, so
+    there is no harmonization price to print."""
+    tiny = [a for a in TINY if a not in ("--quality-frames", "10")]
+    args = [*tiny, "--background", "none", "--frames", "4", "--warmup", "1",
+            "--reference-frames", "0", "--quality-frames", "0"]
+    assert bench.main(args) == 0
+    result = _last_json_line(capsys)
+    assert result["frames"] == 4 and result["harmonize_ms"] is None
+    assert result["stage_ms"].get("harmonize", 0.0) == 0.0
