@@ -194,8 +194,9 @@ def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
     background.close()
     harmonizer = Harmonizer(args.weights or None, device, args.res, args.smoothing,
                             refresh_every=refresh_every(device, args.refresh_every))
-    threads = torch.get_num_threads()
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         for image, mask in frames[:5]:  # warm-up
             harmonizer.harmonize(image, mask)
@@ -209,6 +210,7 @@ def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
     return round(1000 * elapsed / (shots * passes), 2)
 
 

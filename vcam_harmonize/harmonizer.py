@@ -193,12 +193,15 @@ class Harmonizer:
         self.strength = _check_unit(strength, "strength")
 
     # ------------------------------------------------------------------ work
-    def harmonize(self, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def harmonize(self, composite: np.ndarray, mask: np.ndarray,
+                  in_place: bool = False) -> np.ndarray:
         """Harmonize the person in ``composite``.
 
         Args:
             composite: uint8 RGB ``(H, W, 3)``.
             mask: float ``(H, W)`` in [0, 1], 1 = the person.
+            in_place: write the result into ``composite`` (which must then be a
+                C-ordered, writable array) instead of a new array; saves a frame copy.
 
         Returns:
             uint8 RGB ``(H, W, 3)``; pixels with mask 0 are the composite's exactly.
@@ -208,21 +211,24 @@ class Harmonizer:
                              f"{composite.shape}")
         if mask.shape != composite.shape[:2]:
             raise InputError(f"mask {mask.shape} does not match composite {composite.shape[:2]}")
+        if in_place and not (composite.flags.c_contiguous and composite.flags.writeable):
+            raise InputError("harmonize(in_place=True) needs a C-ordered, writable composite")
+        keep = (lambda: composite) if in_place else composite.copy
         mask = mask.astype(np.float32, copy=False)
         low, high, _, _ = cv2.minMaxLoc(mask)  # one pass; a copy only when out of range
         if low < 0 or high > 1:
             mask = np.clip(mask, 0.0, 1.0)
         box = bounding_box(mask >= MASK_FLOOR)
         if self.strength <= 0 or box is None:
-            return composite.copy()
+            return keep()
         try:
             transform = self._transform_for(composite, mask)
         except torch.cuda.OutOfMemoryError:
             self._fall_back_to_cpu()
             transform = self._transform_for(composite, mask)
         if transform is None:  # a reset from another thread overtook this frame
-            return composite.copy()
-        return self._apply(composite, mask, transform, box)
+            return keep()
+        return self._apply(composite, mask, transform, box, in_place)
 
     def _fall_back_to_cpu(self) -> None:
         """CUDA ran out of memory: go on with the model on the CPU."""
@@ -291,14 +297,16 @@ class Harmonizer:
             return new
 
     def _apply(self, composite: np.ndarray, mask: np.ndarray, transform: ColourTransform,
-               box: tuple[slice, slice] | None = None) -> np.ndarray:
+               box: tuple[slice, slice] | None = None, in_place: bool = False) -> np.ndarray:
         """Apply the transform where the mask is, at full resolution.
 
         With alpha = strength * mask: out = I + alpha * ((a - 1) * I + b), inside the
         person's bounding box only. The low-resolution maps are upsampled with the
-        pixel centres aligned (``cv2.resize``'s bilinear mapping), and all full-size work
-        goes through reused buffers with single OpenCV calls: a 720p frame costs a few
-        milliseconds and allocates nothing but the output.
+        pixel centres aligned (``cv2.resize``'s bilinear mapping), once per transform:
+        the frames that reuse a transform (all but every ``refresh_every``-th on a CPU)
+        reuse its full-size maps too. All full-size work goes through reused buffers
+        with single OpenCV calls: a 720p frame costs a few milliseconds and allocates
+        nothing but the output.
         """
         if box is None:  # the pixels a weight could change: mask >= MASK_FLOOR
             box = bounding_box(mask >= MASK_FLOOR)
@@ -306,35 +314,42 @@ class Harmonizer:
                 return composite.copy()
         height, width = mask.shape
         work = self._workspace(height, width)
-        gain_low, offset_low = transform.low_maps()
-        gain = cv2.resize(gain_low, (width, height), dst=work["gain"],
-                          interpolation=cv2.INTER_LINEAR)[box]
-        offset = cv2.resize(offset_low, (width, height), dst=work["offset"],
-                            interpolation=cv2.INTER_LINEAR)[box]
+        low = transform.low_maps()
+        if work["maps_of"] is not low:  # a new transform: upsample its maps once
+            cv2.resize(low[0], (width, height), dst=work["gain"], interpolation=cv2.INTER_LINEAR)
+            cv2.resize(low[1], (width, height), dst=work["offset"],
+                       interpolation=cv2.INTER_LINEAR)
+            work["maps_of"] = low
         image = composite[box]
-        cv2.multiply(image, gain, dst=gain, dtype=cv2.CV_32F)
-        cv2.add(gain, offset, dst=gain)                    # the change: (a - 1) * I + b
+        change = work["change"][box]
+        cv2.multiply(image, work["gain"][box], dst=change, dtype=cv2.CV_32F)
+        cv2.add(change, work["offset"][box], dst=change)    # (a - 1) * I + b
         alpha = work["alpha"][box]
         # below the floor a pixel could not change: keep the composite there exactly
         cv2.threshold(mask[box], MASK_FLOOR - 1e-7, 1.0, cv2.THRESH_TOZERO, dst=alpha)
         if self.strength < 1:
             alpha *= np.float32(self.strength)
-        alpha3 = cv2.merge([alpha, alpha, alpha], dst=offset)
-        cv2.multiply(gain, alpha3, dst=gain)
-        out = np.empty(composite.shape, np.uint8)  # C order, whatever the input's layout
-        out[:] = composite
+        alpha3 = cv2.merge([alpha, alpha, alpha], dst=work["alpha3"][box])
+        cv2.multiply(change, alpha3, dst=change)
+        if in_place:
+            out = composite
+        else:
+            out = np.empty(composite.shape, np.uint8)  # C order, whatever the input's layout
+            out[:] = composite
         # I + alpha * change, rounded and saturated to uint8 in the same pass
-        cv2.add(gain, image, dst=out[box], dtype=cv2.CV_8U)
+        cv2.add(change, image, dst=out[box], dtype=cv2.CV_8U)
         return out
 
-    def _workspace(self, height: int, width: int) -> dict[str, np.ndarray]:
+    def _workspace(self, height: int, width: int) -> dict:
         """Full-frame float32 buffers for :meth:`_apply`, kept while the size stays
-        (one set per calling thread)."""
+        (one set per calling thread): the upsampled maps of the transform named by
+        ``maps_of`` and scratch space."""
         work = getattr(self._buffers, "work", None)
         if work is None or work["alpha"].shape != (height, width):
             work = {name: np.empty((height, width, 3), np.float32)
-                    for name in ("gain", "offset")}
+                    for name in ("gain", "offset", "change", "alpha3")}
             work["alpha"] = np.empty((height, width), np.float32)
+            work["maps_of"] = None
             self._buffers.work = work
         return work
 

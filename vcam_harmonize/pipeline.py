@@ -23,6 +23,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -181,6 +182,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ control
     def start(self) -> Pipeline:
+        # The stages run on threads of their own, which keep the cores busy; OpenCV's
+        # thread pool on top of them only adds hand-offs and spinning workers.
+        cv2.setNumThreads(1)
         self.source.start()
         self._stop.clear()
         self._last_frame_at = time.monotonic()
@@ -386,7 +390,8 @@ class Pipeline:
             return image
         if self.harmonize_enabled:
             try:
-                image = self.harmonizer.harmonize(image, mask)
+                # the composite is this frame's own array: harmonize it in place
+                image = self.harmonizer.harmonize(image, mask, in_place=True)
             except Exception as err:
                 self.errors.record("harmonize", err)
             self._timed("harmonize", t)

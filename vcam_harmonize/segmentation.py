@@ -7,6 +7,7 @@ size (height <= 360 px) and upsampled once to the frame size.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -28,13 +29,27 @@ _GUIDE_EPS = 1e-3
 _NEGLIGIBLE = 1.0 / 512
 
 
+def _import_mediapipe():
+    """``import mediapipe``, its bundled OpenCV kept to one thread.
+
+    That copy of OpenCV (which prepares the model's input) otherwise keeps a worker
+    thread spinning on ``sched_yield`` between frames, which costs the other stages
+    CPU time on a small machine. It reads ``OPENCV_FOR_THREADS_NUM`` once, when
+    mediapipe is first loaded; a value set by the user is kept.
+    """
+    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
+    import mediapipe
+
+    return mediapipe
+
+
 def model_path(model: str = "landscape") -> Path:
     """Path of the selfie-segmentation ``.tflite`` inside the installed mediapipe package."""
     if model not in MODEL_FILES:
         raise InputError(f"unknown segmentation model {model!r}; choose one of {list(MODEL_FILES)}")
     install = f"install it with: pip install mediapipe=={MEDIAPIPE_VERSION}"
     try:
-        import mediapipe
+        mediapipe = _import_mediapipe()
     except ImportError as err:
         raise InputError(f"mediapipe is not installed; {install}") from err
     path = Path(mediapipe.__file__).parent / "modules" / "selfie_segmentation" / MODEL_FILES[model]
@@ -105,10 +120,9 @@ class PersonSegmenter:
         if feather < 0:
             raise InputError(f"mask feather must be >= 0 px, got {feather}")
         path = model_path(model)
-        import mediapipe
+        self._mp = _import_mediapipe()
         from mediapipe.tasks.python import BaseOptions, vision
 
-        self._mp = mediapipe
         options = vision.ImageSegmenterOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
             running_mode=vision.RunningMode.VIDEO,

@@ -276,3 +276,40 @@ def test_mask_values_outside_zero_to_one_count_as_clipped(harmonizer):
     expected = harmonizer.harmonize(frame, mask)
     harmonizer.reset()
     np.testing.assert_array_equal(harmonizer.harmonize(frame, wild), expected)
+
+
+def test_full_size_maps_are_reused_for_the_same_transform_only():
+    """The upsampled maps are kept for the transform they came from: applying another
+    transform of the same size, and then the first again, gives what a fresh
+    Harmonizer gives for each."""
+    from vcam_harmonize.harmonizer import ColourTransform
+
+    frame, mask = _scene(90, 160)
+    rng = torch.Generator().manual_seed(0)
+    transforms = [ColourTransform(torch.rand(1, 3, 16, 16, generator=rng) * 2,
+                                  torch.rand(1, 3, 16, 16, generator=rng) - 0.5)
+                  for _ in range(2)]
+    fresh = [Harmonizer(res=16)._apply(frame, mask, t) for t in transforms]
+    assert not np.array_equal(fresh[0], fresh[1])
+    reusing = Harmonizer(res=16)
+    for t, expected in zip(transforms + transforms[:1], fresh + fresh[:1], strict=True):
+        np.testing.assert_array_equal(reusing._apply(frame, mask, t), expected)
+        np.testing.assert_array_equal(reusing._apply(frame, mask, t), expected)
+
+
+def test_in_place_writes_the_result_into_the_composite(harmonizer):
+    frame, mask = _scene(90, 160)
+    harmonizer.reset()
+    expected = harmonizer.harmonize(frame, mask)
+    assert not np.array_equal(expected, frame)
+    harmonizer.reset()
+    target = frame.copy()
+    out = harmonizer.harmonize(target, mask, in_place=True)
+    assert out is target
+    np.testing.assert_array_equal(target, expected)
+    with pytest.raises(InputError, match="C-ordered, writable"):
+        harmonizer.harmonize(np.asfortranarray(frame), mask, in_place=True)
+    frozen = frame.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(InputError, match="C-ordered, writable"):
+        harmonizer.harmonize(frozen, mask, in_place=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+import cv2
 import numpy as np
 import pytest
 import pyvirtualcam
@@ -68,6 +69,17 @@ def test_virtual_camera_receives_rgb_frames_of_the_right_size_and_rate(clip, bac
     assert stats["stage_ms"]["harmonize"] > 0 and stats["errors"] == {}
 
 
+def test_started_pipeline_runs_opencv_on_its_own_threads_only(clip, backend):
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        with Pipeline(_config(clip), []) as pipeline:
+            _wait_frames(pipeline, 2)
+            assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_frames_limit_and_exact_count_in_lossless_mode(clip, backend):
     received = []
     config = _config(clip)
@@ -122,7 +134,7 @@ class _Exploding:
         self.calls += 1
         raise RuntimeError("segmenter broke")
 
-    def harmonize(self, composite, mask):
+    def harmonize(self, composite, mask, in_place=False):
         self.calls += 1
         raise RuntimeError("model broke")
 

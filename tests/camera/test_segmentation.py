@@ -67,6 +67,15 @@ def test_bad_settings_and_missing_model_are_input_errors(monkeypatch):
         PersonSegmenter()
 
 
+def test_mediapipe_opencv_threads_default_to_one_and_a_user_setting_is_kept(monkeypatch):
+    monkeypatch.delenv("OPENCV_FOR_THREADS_NUM", raising=False)
+    segmentation._import_mediapipe()
+    assert segmentation.os.environ["OPENCV_FOR_THREADS_NUM"] == "1"
+    monkeypatch.setenv("OPENCV_FOR_THREADS_NUM", "3")
+    segmentation._import_mediapipe()
+    assert segmentation.os.environ["OPENCV_FOR_THREADS_NUM"] == "3"
+
+
 def flicker(masks: list[np.ndarray]) -> float:
     return float(
         np.mean([np.abs(a - b).mean() for a, b in zip(masks[:-1], masks[1:], strict=True)])
