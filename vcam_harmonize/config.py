@@ -41,7 +41,7 @@ class CameraConfig:
     strength: float = 1.0             # 0 = composite as is, 1 = full correction
     smoothing: float = 0.8            # temporal smoothing of the colour transform, [0, 1)
     res: int = 256                    # PHNet working resolution, a multiple of 8
-    refresh_every: int = 0            # run PHNet every n-th frame; 0 = auto (1 on GPU, 8 on CPU)
+    refresh_every: int = 0            # run PHNet every n-th frame; 0 = auto (1 on GPU, 12 on CPU)
     weights: str = ""                 # "" = the bundled default weights
     gpu: str = "auto"                 # "auto", "on" or "off"
     segmentation_model: str = "landscape"  # "landscape" (faster) or "general"

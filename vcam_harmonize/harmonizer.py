@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 
 #: mean absolute change of a thumbnail of the composite (0..1) taken as a scene cut.
 SCENE_CUT = 0.1
-#: on a CPU, PHNet runs on every n-th frame (3.75 times a second from a 30 fps camera);
+#: on a CPU, PHNet runs on every n-th frame (2.5 times a second from a 30 fps camera);
 #: its colour transform serves the frames between.
-CPU_REFRESH_EVERY = 8
+CPU_REFRESH_EVERY = 12
 #: mask values below this count as background (they could not change a uint8 pixel).
 MASK_FLOOR = 1.0 / 512
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
