@@ -311,7 +311,7 @@ class Harmonizer:
         if box is None:  # the pixels a weight could change: mask >= MASK_FLOOR
             box = bounding_box(mask >= MASK_FLOOR)
             if box is None:
-                return composite.copy()
+                return composite if in_place else composite.copy()
         height, width = mask.shape
         work = self._workspace(height, width)
         low = transform.low_maps()
