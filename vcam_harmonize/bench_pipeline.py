@@ -128,7 +128,7 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
                           gpu="on" if device == "cuda" else "off", output="bench")
     sink = CountingSink()
     pipeline = Pipeline(config, [sink], max_frames=args.warmup + args.frames, lossless=True,
-                        paced=False)
+                        paced=args.paced)
     marks: dict[str, float] = {}
 
     def mark() -> None:
@@ -154,10 +154,12 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
         "device": device_name(device),
         "width": args.width, "height": args.height, "res": args.res,
         "harmonize": not args.no_harmonize,
+        "paced": args.paced,
         "refresh_every": pipeline.harmonizer.refresh_every,
         "frames": timed,
         "fps": round(timed / elapsed, 2),
         "cpu_ms_per_frame": round(1000 * cpu / max(timed, 1), 2),
+        "cpu_cores": round(cpu / elapsed, 2),  # cores kept busy on average
         "p50_ms": round(stats["p50_ms"], 2),
         "p95_ms": round(stats["p95_ms"], 2),
         "stage_ms": {k: round(v, 2) for k, v in stats["stage_ms"].items()},

@@ -36,8 +36,22 @@ def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatc
     assert result["reference_fps"] > 0
     assert (result["model"], result["weights"]) == ("lite", "bundled")
     assert result["cpu_ms_per_frame"] > 0 and result["harmonize_ms"] > 0
+    assert 0 < result["cpu_cores"] and result["paced"] is False
     if SCENES.is_dir():
         assert isinstance(result["quality_gap_db"], float)
+
+
+def test_paced_run_plays_the_clip_at_its_frame_rate(capsys):
+    """--paced delivers the demo clip's 30 frames a second, as a camera would, so the
+    measured rate is the clip's and not the pipeline's."""
+    fast = [a for a in TINY if a not in ("--quality-frames", "10", "--reference-frames", "1")]
+    args = [*fast, "--frames", "30", "--warmup", "3", "--reference-frames", "0",
+            "--quality-frames", "0"]
+    assert bench.main([*args, "--paced"]) == 0
+    result = _last_json_line(capsys)
+    assert result["paced"] is True and result["frames"] == 30
+    assert 24 <= result["fps"] <= 33
+    assert 0 < result["cpu_cores"] <= 2.5
 
 
 def test_model_option_times_an_untrained_network_of_that_configuration(capsys):
