@@ -194,18 +194,26 @@ def _load_safetensors(path: Path, map_location) -> PHNet:
         config = PHNetConfig.from_dict(json.loads(metadata["config"]))
     except (json.JSONDecodeError, TypeError) as err:
         raise InputError(f"{path}: corrupt PHNet config in the metadata: {err}") from None
-    return _load_strict(PHNet(config), state, str(path))
+    model = _load_strict(PHNet(config), state, str(path))
+    use_pfe = metadata.get("use_pfe", "true")
+    if use_pfe not in ("true", "false"):
+        raise InputError(f"{path}: metadata use_pfe must be 'true' or 'false', not {use_pfe!r}")
+    model.use_pfe = use_pfe == "true"
+    return model
 
 
 def save_weights(model: PHNet, path, extra: dict[str, str] | None = None) -> Path:
     """Write the model's weights to a safetensors file (atomically: temp file + rename).
 
-    ``extra`` adds string metadata (training recipe, metrics...).
+    ``extra`` adds string metadata (training recipe, metrics...). Whether the PFE gate is
+    switched on (``model.use_pfe``, which training switches per stage) is saved too, so the
+    file reproduces the network that was validated.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: folder {path.parent} does not exist")
-    metadata = {"format": FORMAT_NAME, "config": json.dumps(model.config.to_dict())}
+    metadata = {"format": FORMAT_NAME, "config": json.dumps(model.config.to_dict()),
+                "use_pfe": "true" if model.use_pfe else "false"}
     metadata.update(extra or {})
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_write(path) as tmp:

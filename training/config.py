@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.training.splits import SPLIT_KINDS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -21,6 +22,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: how a folder set cuts its photos (see datasets.FolderDataset)
+FRAMINGS = ("square", "upper_body")
 
 
 @dataclass
@@ -34,9 +37,10 @@ class DataSet:
     kind: str = "folder"  # "folder", "iharmony4" or "ffhqh"
     root: str = ""
     name: str = ""  # label in logs and reports; defaults to the folder name
-    split: str = "random"  # folder sets: "random", "scenes" or "portraits" (by person)
+    split: str = "random"  # folder sets: "random", "scenes", "person" (by index.tsv's
+    #                        person column) or "portraits" (by person, read from the name)
     val_count: int = 200  # held-out photos of a "scenes"/"random" split
-    val_fraction: float = 0.2  # held-out share of a "portraits" split
+    val_fraction: float = 0.2  # held-out share of a "person" or "portraits" split
     repeat: int = 1  # how often the training part is repeated per epoch
     transfer_prob: float = 0.0  # folder sets: colour transfer toward another photo
     crop_scale: float = 1.0  # folder sets, training part: random square crops of this
@@ -44,6 +48,11 @@ class DataSet:
     global_colour: float = 0.0  # folder sets, training part: strength of a random change
     #                             of the whole photo's light before the composite is made
     identity_prob: float = 0.0  # folder sets, training part: share of unchanged composites
+    framing: str = "square"  # folder sets: "square" (centre) or "upper_body" (webcam-like
+    #                          head and shoulders from the mask; held-out part too)
+    samples: int = 0  # training items drawn anew each epoch (0 = all, times repeat)
+    source_balance: float = 0.0  # folder sets with samples: 0 = photos equally likely,
+    #                              1 = each index.tsv source the same share
     real_root: str = ""  # ffhqh: folder of the real images
     subsets: list[str] = field(
         default_factory=lambda: ["HCOCO", "HFlickr", "Hday2night", "HAdobe5k"]
@@ -56,7 +65,7 @@ class DataSection:
     hflip: float = 0.3
     workers: int = 2
     seed: int = 0
-    on_error: str = "skip"  # bad samples: "skip" (logged) or "stop"
+    on_error: str = "stop"  # bad samples: "stop" (one error naming the file) or "skip" (logged)
     sets: list[DataSet] = field(default_factory=list)
 
 
@@ -84,6 +93,8 @@ class TrainSection:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     weight_decay: float = 0.0
     max_minutes: float = 0.0  # stop (with a checkpoint) after this long; 0 = no limit
+    checkpoint_every: int = 1  # steps between checkpoints inside an epoch (0 = at its end
+    #                            only): a killed run resumes after the last one
     log_every: int = 50
     val_every: int = 1  # epochs between validations
     val_limit: int = 0  # validate on at most this many samples per set; 0 = all
@@ -136,6 +147,8 @@ def _convert(hint, value: Any, where: str):
     return value
 
 
+#: the summaries over all held-out sets that train.best_metric may name.
+SUMMARY_METRICS = ("val_psnr", "val_worst_fmse_ratio", "val_min_psnr_gain")
 #: the per-set metrics that train.best_metric may name as "<set name>/<metric>".
 SET_METRICS = ("mse", "fmse", "psnr", "fpsnr")
 
@@ -149,11 +162,12 @@ def _check_best_metric(config: TrainConfig) -> None:
     """train.best_metric must name a metric that validation will log."""
     metric = config.train.best_metric
     names = [set_name(ds) for ds in config.data.sets]
-    choices = {"", "val_psnr"} | {f"{n}/{m}" for n in names for m in SET_METRICS}
+    choices = {"", *SUMMARY_METRICS} | {f"{n}/{m}" for n in names for m in SET_METRICS}
     if metric not in choices:
         raise InputError(
-            f"config: train.best_metric {metric!r} is not a logged metric (choose val_psnr "
-            f"or <set>/<{'|'.join(SET_METRICS)}> with <set> one of {', '.join(names)})"
+            f"config: train.best_metric {metric!r} is not a logged metric (choose "
+            f"{', '.join(SUMMARY_METRICS)} or <set>/<{'|'.join(SET_METRICS)}> "
+            f"with <set> one of {', '.join(names)})"
         )
 
 
@@ -176,6 +190,7 @@ def validate(config: TrainConfig) -> TrainConfig:
         (config.train.batch_size > 0, "train.batch_size must be positive"),
         (train.log_every > 0, "train.log_every must be positive"),
         (train.val_every > 0, "train.val_every must be positive"),
+        (train.checkpoint_every >= 0, "train.checkpoint_every must be 0 (epoch ends) or more"),
         (train.max_minutes >= 0, "train.max_minutes must be 0 (no limit) or more"),
         (
             len(train.betas) == 2 and all(0.0 <= b < 1.0 for b in train.betas),
@@ -194,8 +209,15 @@ def validate(config: TrainConfig) -> TrainConfig:
     for i, ds in enumerate(config.data.sets):
         if ds.kind not in ("folder", "iharmony4", "ffhqh"):
             raise InputError(f"config: data.sets[{i}].kind must be folder, iharmony4 or ffhqh")
-        if ds.split not in ("random", "scenes", "portraits"):
-            raise InputError(f"config: data.sets[{i}].split must be random, scenes or portraits")
+        if ds.split not in SPLIT_KINDS:
+            raise InputError(f"config: data.sets[{i}].split must be one of "
+                             f"{', '.join(SPLIT_KINDS)}")
+        if ds.framing not in FRAMINGS:
+            raise InputError(f"config: data.sets[{i}].framing must be one of {', '.join(FRAMINGS)}")
+        if ds.samples < 0:
+            raise InputError(f"config: data.sets[{i}].samples must be 0 (all) or more")
+        if not 0 <= ds.source_balance <= 1:
+            raise InputError(f"config: data.sets[{i}].source_balance must be in [0, 1]")
         if not ds.root:
             raise InputError(f"config: data.sets[{i}].root is empty")
         if ds.repeat < 1:

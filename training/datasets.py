@@ -9,23 +9,30 @@ channels, an alpha channel is dropped, 16-bit pixels are scaled to 8 bits.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.models.images import cover_crop, decode_file, header_size, read_image
+from vcam_harmonize.training.config import FRAMINGS, TrainConfig, set_name
 from vcam_harmonize.training.recipe import colour_transfer, recolour_foreground
+from vcam_harmonize.training.splits import (
+    IMAGE_EXTENSIONS,
+    folder_splits,
+    image_stems,
+    index_column,
+    stem,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IHARMONY4_SUBSETS = ("HCOCO", "HFlickr", "Hday2night", "HAdobe5k")
 
 
@@ -202,17 +209,6 @@ def find_image(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _image_stems(folder: Path) -> list[str]:
-    """Sorted stems of the image files directly in ``folder``."""
-    return sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _stem(name: str) -> str:
-    """``name`` without a known image extension."""
-    suffix = Path(name).suffix
-    return name[: -len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else name
-
-
 class FolderDataset(Dataset):
     """Real photos with object masks; composites are made on the fly.
 
@@ -228,7 +224,9 @@ class FolderDataset(Dataset):
     Training-only options: ``crop_scale`` (random square crops, see
     :func:`random_square_crop`), ``global_colour`` (see :func:`global_recolour`) and
     ``identity_prob`` (the share of items whose composite is the photo itself, which
-    teaches the network to leave a harmonious person alone).
+    teaches the network to leave a harmonious person alone). ``framing="upper_body"``
+    frames each photo as a webcam shows a person (:func:`upper_body_crop`; random per
+    epoch and item, so held-out sets get one fixed framing each) before any other crop.
     """
 
     def __init__(
@@ -243,7 +241,10 @@ class FolderDataset(Dataset):
         crop_scale: float = 1.0,
         global_colour: float = 0.0,
         identity_prob: float = 0.0,
+        framing: str = "square",
     ) -> None:
+        if framing not in FRAMINGS:
+            raise InputError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
         if on_error not in ("skip", "stop"):
             raise InputError(f"on_error must be 'skip' or 'stop', not {on_error!r}")
         if not 0 < crop_scale <= 1:
@@ -255,16 +256,16 @@ class FolderDataset(Dataset):
         self.root = Path(root)
         self.size, self.hflip, self.seed, self.transfer_prob = size, hflip, seed, transfer_prob
         self.crop_scale, self.global_colour = crop_scale, global_colour
-        self.identity_prob = identity_prob
+        self.identity_prob, self.framing = identity_prob, framing
         self.epoch = 0
         images, masks = self.root / "images", self.root / "masks"
         if not images.is_dir() or not masks.is_dir():
             raise InputError(f"{self.root} needs images/ and masks/ folders; check the path")
         if names is None:
-            names = _image_stems(images)
+            names = image_stems(images)
         self.pairs: list[tuple[str, Path, Path]] = []
-        for stem in map(_stem, names):
-            problem, pair = self._check(stem)
+        for name in map(stem, names):
+            problem, pair = self._check(name)
             if pair is not None:
                 self.pairs.append(pair)
             elif on_error == "stop":
@@ -305,6 +306,8 @@ class FolderDataset(Dataset):
     def _load(self, index: int, rng: np.random.Generator | None = None) -> tuple[Tensor, Tensor]:
         _, image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path), read_mask(mask_path)
+        if self.framing == "upper_body":
+            image, mask = upper_body_crop(image, mask, rng)
         if rng is not None and self.crop_scale < 1:
             image, mask = random_square_crop(image, mask, self.crop_scale, rng)
         if self.size is not None:
@@ -325,6 +328,37 @@ class FolderDataset(Dataset):
         else:
             comp = recolour_foreground(real, mask, seed=int(rng.integers(2**31)))
         return _sample(comp[0], real[0], mask[0], self.pairs[index][0], flip)
+
+
+def upper_body_crop(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A square crop of head and shoulders, as a webcam frames a person in a call.
+
+    The square is 1.1-1.6x as wide as the person (1.35x without ``rng``), as tall as
+    that allows inside the photo, its top 0-15% of its side above the top of the mask
+    (7.5% without ``rng``), centred on the person's upper part. It always lies inside
+    the photo, so image and mask are cut alike and no pixel is invented. A photo whose
+    mask is empty comes back centre-cropped to its largest square.
+
+    image ``(H, W[, C])``, mask ``(H, W)`` -> both ``(S, S[, C])`` with ``S <= min(H, W)``.
+    """
+    height, width = mask.shape[:2]
+    full = min(height, width)
+    rows, cols = np.nonzero(mask > 0.5 if mask.dtype.kind == "f" else mask > 127)
+    if rows.size == 0:
+        top, left = (height - full) // 2, (width - full) // 2
+        window = (slice(top, top + full), slice(left, left + full))
+        return image[window], mask[window]
+    widen = rng.uniform(1.1, 1.6) if rng is not None else 1.35
+    headroom = rng.uniform(0.0, 0.15) if rng is not None else 0.075
+    person_width = cols.max() - cols.min() + 1
+    side = int(np.clip(round(person_width * widen), min(16, full), full))
+    top = int(np.clip(round(rows.min() - headroom * side), 0, height - side))
+    upper = cols[rows < top + side]
+    centre = (upper.min() + upper.max()) / 2 if upper.size else (cols.min() + cols.max()) / 2
+    left = int(np.clip(round(centre - side / 2), 0, width - side))
+    return image[top : top + side, left : left + side], mask[top : top + side, left : left + side]
 
 
 def random_square_crop(
@@ -365,119 +399,117 @@ def global_recolour(real: Tensor, strength: float, rng: np.random.Generator) -> 
     return (real.clamp(0, 1) ** gamma * factors).clamp(0, 1)
 
 
-# ----------------------------------------------------------------------------- splits
-def split_names(
-    names: Sequence[str], parts: Sequence[float] | Sequence[int] = (0.9, 0.1), seed: int = 0
-) -> list[list[str]]:
-    """Shuffle ``names`` reproducibly and cut them into parts.
+class EpochSample(Dataset):
+    """A fresh random draw of ``count`` items of ``dataset`` in every epoch, without
+    repeats, so that each set adds the same number of samples per epoch however large it
+    is, and short epochs still walk the whole set over time.
 
-    ``parts`` are fractions (floats, summing to at most 1) or counts (ints, summing to at
-    most ``len(names)``). The shuffle depends on the set of names and ``seed`` only, not on
-    their order. Each part comes back sorted.
+    ``weights`` (one per item, default equal) skew the draw: give a small source inside a
+    set a larger share. ``count`` above ``len(dataset)`` is cut to it. Item ``i`` of an
+    epoch is the same for the same ``(seed, epoch)``; :meth:`set_epoch` forwards the epoch
+    to ``dataset``.
     """
-    shuffled = sorted(names)
-    random.Random(seed).shuffle(shuffled)
-    if all(isinstance(p, int) for p in parts):
-        bounds = np.cumsum(parts)
-    elif all(isinstance(p, float) for p in parts) and sum(parts) <= 1.0 + 1e-9:
-        bounds = np.round(np.cumsum(parts) * len(shuffled)).astype(int)
-    else:
-        raise InputError(f"split parts {tuple(parts)} must be all counts or fractions summing to 1")
-    if bounds[-1] > len(shuffled) or min(parts) < 0:
-        raise InputError(f"split {tuple(parts)} needs more than the {len(shuffled)} names given")
-    starts = [0, *bounds[:-1]]
-    return [sorted(shuffled[a:b]) for a, b in zip(starts, bounds, strict=True)]
+
+    def __init__(
+        self, dataset: Dataset, count: int, seed: int, weights: Sequence[float] | None = None
+    ) -> None:
+        if count < 1:
+            raise InputError(f"samples per epoch must be 1 or more, not {count}")
+        self.dataset, self.count, self.seed = dataset, min(count, len(dataset)), seed
+        if weights is None:
+            self.p = None
+        else:
+            p = np.asarray(weights, dtype=np.float64)
+            if p.shape != (len(dataset),) or not np.all(p > 0):
+                raise InputError("sampling weights need one positive number per item")
+            self.p = p / p.sum()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch, 7919])
+        self.indices = rng.choice(len(self.dataset), self.count, replace=False, p=self.p)
+        set_epoch(self.dataset, epoch)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset[int(self.indices[index])]
 
 
-# Same-person groups of the portraits folder (deepface's test photos), from deepface's
-# verification pair lists (tests/unit/dataset/master.csv, tests/dataset/
-# face-recognition-pivot.csv); "target", "couple" and "selfie-many-people" show the person
-# of img1 (checked by eye). Each group is named by its first photo.
-_PORTRAIT_GROUPS = (
-    "img1 img2 img4 img5 img6 img7 img10 img11 target couple selfie-many-people",
-    "img3 img12 img53 img54 img55 img56",
-    "img8 img9 img47 img48 img49 img50 img51",
-    "img13 img14 img15 img57 img58",
-    "img16 img17 img59 img61 img62",
-    "img18 img19 img67",
-    "img20 img21",
-    "img22 img23 img63 img64 img65 img66",
-    "img24 img25",
-    "img26 img27 img28 img42 img43 img44 img45 img46",
-    "img29 img30 img31 img32 img33",
-    "img34 img35 img36 img37",
-    "img38 img39 img40 img41",
-)
-_PERSON = {stem: group.split()[0] for group in _PORTRAIT_GROUPS for stem in group.split()}
-_VARIANT_SUFFIXES = ("_reflection", "-cropped")
+def source_weights(sources: Sequence[str], balance: float) -> list[float]:
+    """Per-item sampling weights ``count(source) ** -balance``: 0 keeps every photo
+    equally likely (a large source dominates), 1 gives every source the same share."""
+    counts: dict[str, int] = {}
+    for source in sources:
+        counts[source] = counts.get(source, 0) + 1
+    return [counts[source] ** -balance for source in sources]
 
 
-def person_of(name: str) -> str:
-    """Who a portrait shows, as an id shared by all photos of the same person.
-
-    The rule, in order: drop the folder and image extension; drop a variant suffix of the
-    same photo (``_reflection``, ``-cropped``); a photo of the known same-person groups
-    maps to its group's first photo (``img11`` -> ``img1``); otherwise a trailing
-    ``_<digits>`` or ``-<digits>`` counter is dropped (``anna_02`` -> ``anna``), and what
-    is left is the person.
-    """
-    stem = _stem(Path(name).name)
-    for suffix in _VARIANT_SUFFIXES:
-        stem = stem.removesuffix(suffix)
-    if stem in _PERSON:
-        return _PERSON[stem]
-    head, sep, tail = stem.replace("-", "_").rpartition("_")
-    return stem[: len(head)] if sep and head and tail.isdigit() else stem
+def set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell every on-the-fly dataset inside ``dataset`` which epoch it is."""
+    if isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            set_epoch(part, epoch)
+    elif isinstance(dataset, Subset):
+        set_epoch(dataset.dataset, epoch)
+    elif hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
 
 
-def folder_names(root: str | Path) -> list[str]:
-    """Names of a folder dataset: the first column of ``index.tsv``, else ``images/`` stems."""
-    root = Path(root)
-    index = root / "index.tsv"
-    if index.is_file():
-        rows = [line.split("\t")[0] for line in index.read_text().splitlines()[1:]]
-        names, where = [row for row in rows if row], index
-    elif (root / "images").is_dir():
-        names, where = _image_stems(root / "images"), root / "images"
-    else:
-        raise InputError(f"{root} has neither index.tsv nor images/; check the path")
-    if not names:
-        raise InputError(f"{where} names no images; add photos (images/) and masks (masks/)")
-    return names
+# ----------------------------------------------------------------------------- config
+@dataclass
+class Splits:
+    """Training data (one dataset) and the held-out sets by name."""
+
+    train: Dataset
+    val: dict[str, Dataset]
 
 
-def portrait_splits(
-    root: str | Path, val_fraction: float = 0.2, seed: int = 0
-) -> tuple[list[str], list[str]]:
-    """Train and validation names of a portrait folder, split by person (:func:`person_of`).
+def _folder_parts(ds, data) -> tuple[Dataset, Dataset]:
+    """A folder set's training part (its repeats, or a fresh draw per epoch) and its
+    fixed held-out part."""
+    train_names, val_names = folder_splits(ds.root, ds.split, data.seed, ds.val_count,
+                                           ds.val_fraction)
+    # each repeat recolours its photos differently
+    repeats = [
+        FolderDataset(ds.root, train_names, data.size, data.hflip, data.seed + 1000 * r,
+                      ds.transfer_prob, data.on_error, crop_scale=ds.crop_scale,
+                      global_colour=ds.global_colour, identity_prob=ds.identity_prob,
+                      framing=ds.framing)
+        for r in range(ds.repeat)
+    ]
+    train: Dataset = repeats[0] if len(repeats) == 1 else ConcatDataset(repeats)
+    if ds.samples:
+        weights = None
+        if ds.source_balance:
+            source_of = index_column(ds.root, "source")
+            names = [name for part in repeats for name in part.names]
+            weights = source_weights([source_of.get(n, "") for n in names], ds.source_balance)
+        train = EpochSample(train, ds.samples, data.seed, weights)
+    held = FolderDataset(ds.root, val_names, data.size, 0.0, data.seed + 1, ds.transfer_prob,
+                         data.on_error, framing=ds.framing)
+    return train, held
 
-    Persons are shuffled with ``seed`` and moved to validation while their photos fit in
-    ``round(val_fraction * n)`` (at least one person), so no person is in both parts.
-    """
-    by_person: dict[str, list[str]] = {}
-    for name in folder_names(root):
-        by_person.setdefault(person_of(name), []).append(name)
-    if len(by_person) < 2:
-        raise InputError(f"{root} shows fewer than 2 persons; a person split needs more")
-    persons = sorted(by_person)
-    random.Random(seed).shuffle(persons)
-    target = round(val_fraction * sum(map(len, by_person.values())))
-    val: list[str] = []
-    for person in persons:
-        if len(val) + len(by_person[person]) <= target:
-            val += by_person[person]
-    val = val or by_person[persons[0]]
-    taken = set(val)
-    train = [name for names in by_person.values() for name in names if name not in taken]
-    return sorted(train), sorted(val)
 
-
-def scene_splits(
-    root: str | Path, val_count: int = 200, seed: int = 0
-) -> tuple[list[str], list[str]]:
-    """Train and validation names of a scenes folder; ``val_count`` photos for validation."""
-    names = folder_names(root)
-    if not 0 < val_count < len(names):
-        raise InputError(f"val_count must be between 1 and {len(names) - 1}, not {val_count}")
-    train, val = split_names(names, (len(names) - val_count, val_count), seed)
-    return train, val
+def build_splits(config: TrainConfig) -> Splits:
+    """The training dataset (every set's training part) and the held-out sets by name."""
+    data = config.data
+    train_parts: list[Dataset] = []
+    val: dict[str, Dataset] = {}
+    for ds in data.sets:
+        if ds.kind == "folder":
+            train, held = _folder_parts(ds, data)
+        elif ds.kind == "iharmony4":
+            one = IHarmony4Dataset(ds.root, "train", ds.subsets, data.size, data.hflip)
+            train = ConcatDataset([one] * ds.repeat)
+            held = IHarmony4Dataset(ds.root, "test", ds.subsets, data.size, 0.0)
+        else:
+            one = FFHQHDataset(ds.root, ds.real_root, "train", data.size, data.hflip)
+            train = ConcatDataset([one] * ds.repeat)
+            held = FFHQHDataset(ds.root, ds.real_root, "val", data.size, 0.0)
+        train_parts.append(train)
+        if config.train.val_limit and len(held) > config.train.val_limit:
+            held = Subset(held, range(config.train.val_limit))
+        val[set_name(ds)] = held
+    return Splits(ConcatDataset(train_parts), val)

@@ -132,7 +132,7 @@ def _datasets(args: argparse.Namespace) -> dict[str, Dataset]:
     sets: dict[str, Dataset] = {}
     if args.config:
         from vcam_harmonize.training.config import load_config
-        from vcam_harmonize.training.train import build_splits
+        from vcam_harmonize.training.datasets import build_splits
 
         config = load_config(args.config, args.set)
         config.data.size = args.size

@@ -12,7 +12,8 @@ weights 0.2 / 0.01 / 0.01:
   as 100 / PSNR in dB, the only reading on the code's scale. L_G is "the MSE of
   gradients". FN-MSE is Eq. 14 as the authors implement it (same as ``"authors"``).
 - ``"blended"`` -- scores the image a user sees: the prediction pasted over the
-  composite, ``pred * mask + comp * (1 - mask)``. PSNR covers the whole blended image;
+  composite, ``pred * mask + comp * (1 - mask)``. PSNR covers the whole blended image,
+  per image with MAX = the real image's maximum, as the evaluation metric does;
   FN-MSE only the foreground (mask > 0.5), divided by C * max(sum(mask), 100); the
   gradient term is the authors' (it only sees the foreground anyway).
 """
@@ -130,7 +131,8 @@ class HarmonizationLoss(nn.Module):
         self, pred: Tensor, real: Tensor, comp: Tensor, mask: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.variant == "blended":
-            psnr_term = psnr_loss(pred * mask + comp * (1 - mask), real)
+            # per image, MAX = the real image's maximum: the PSNR that evaluation reports
+            psnr_term = psnr_loss(pred * mask + comp * (1 - mask), real, "real_max")
             fn_term = fn_mse(pred, real, mask, self.min_area, "blended", comp)
         else:
             psnr_term = psnr_loss(pred, real, "real_max" if self.variant == "paper" else 1.0)

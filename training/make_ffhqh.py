@@ -40,9 +40,9 @@ from vcam_harmonize.training.datasets import (
     read_image,
     read_mask,
     resize,
-    split_names,
 )
 from vcam_harmonize.training.recipe import recolour_foreground
+from vcam_harmonize.training.splits import split_names
 
 FFHQH_SPLIT = (60000, 5000, 5000)
 SPLIT_NAMES = ("train", "val", "test")

@@ -22,29 +22,21 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from vcam_harmonize.models import PHNet, load_model, save_weights
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.models.files import atomic_write
-from vcam_harmonize.training.config import TrainConfig, set_name
-from vcam_harmonize.training.datasets import (
-    FFHQHDataset,
-    FolderDataset,
-    IHarmony4Dataset,
-    folder_names,
-    portrait_splits,
-    scene_splits,
-)
+from vcam_harmonize.training.config import TrainConfig
+from vcam_harmonize.training.datasets import build_splits, set_epoch
 from vcam_harmonize.training.losses import HarmonizationLoss
 from vcam_harmonize.training.metrics import MetricAccumulator, image_metrics
 
@@ -54,75 +46,6 @@ CHECKPOINT = "last.pt"
 BEST = "best.safetensors"
 LOG = "log.csv"
 PLOT = "training.png"
-
-
-@dataclass
-class Splits:
-    """Training data (one dataset) and the held-out sets by name."""
-
-    train: Dataset
-    val: dict[str, Dataset]
-
-
-def build_splits(config: TrainConfig) -> Splits:
-    """The training dataset (every set's training part, repeated) and the held-out sets."""
-    data = config.data
-    train_parts: list[Dataset] = []
-    val: dict[str, Dataset] = {}
-    for ds in data.sets:
-        if ds.kind == "folder":
-            if ds.split == "portraits":
-                train_names, val_names = portrait_splits(ds.root, ds.val_fraction, data.seed)
-            elif ds.split == "scenes":
-                train_names, val_names = scene_splits(ds.root, ds.val_count, data.seed)
-            else:
-                names = folder_names(ds.root)
-                train_names, val_names = scene_splits(
-                    ds.root, min(ds.val_count, len(names) - 1), data.seed
-                )
-            # each repeat recolours its photos differently
-            repeats = [
-                FolderDataset(
-                    ds.root,
-                    train_names,
-                    data.size,
-                    data.hflip,
-                    data.seed + 1000 * r,
-                    ds.transfer_prob,
-                    data.on_error,
-                    crop_scale=ds.crop_scale,
-                    global_colour=ds.global_colour,
-                    identity_prob=ds.identity_prob,
-                )
-                for r in range(ds.repeat)
-            ]
-            held = FolderDataset(
-                ds.root, val_names, data.size, 0.0, data.seed + 1, ds.transfer_prob, data.on_error
-            )
-        elif ds.kind == "iharmony4":
-            train = IHarmony4Dataset(ds.root, "train", ds.subsets, data.size, data.hflip)
-            held = IHarmony4Dataset(ds.root, "test", ds.subsets, data.size, 0.0)
-            repeats = [train] * ds.repeat
-        else:
-            train = FFHQHDataset(ds.root, ds.real_root, "train", data.size, data.hflip)
-            held = FFHQHDataset(ds.root, ds.real_root, "val", data.size, 0.0)
-            repeats = [train] * ds.repeat
-        train_parts.extend(repeats)
-        if config.train.val_limit and len(held) > config.train.val_limit:
-            held = Subset(held, range(config.train.val_limit))
-        val[set_name(ds)] = held
-    return Splits(ConcatDataset(train_parts), val)
-
-
-def _set_epoch(dataset: Dataset, epoch: int) -> None:
-    """Tell every on-the-fly dataset inside ``dataset`` which epoch it is."""
-    if isinstance(dataset, ConcatDataset):
-        for part in dataset.datasets:
-            _set_epoch(part, epoch)
-    elif isinstance(dataset, Subset):
-        _set_epoch(dataset.dataset, epoch)
-    elif hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch)
 
 
 def stage_of(config: TrainConfig, epoch: int) -> int:
@@ -200,6 +123,7 @@ class Trainer:
             config.loss.variant, tuple(config.loss.weights), config.loss.min_area
         )
         self.epoch, self.step, self.best_score = 0, 0, -math.inf
+        self.batch, self.epoch_loss = 0, [0.0, 0]  # batches done in the epoch; loss sum, count
         self.optimizer_state = None
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -226,6 +150,7 @@ class Trainer:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state["model"])
+            self.model.use_pfe = bool(state.get("use_pfe", True))
         except Exception as err:  # a foreign or damaged file fails in many ways
             raise InputError(
                 f"{path}: cannot resume from this checkpoint ({err}); "
@@ -234,10 +159,13 @@ class Trainer:
         if state.get("config") != json.loads(json.dumps(self.config.to_dict())):
             logger.warning("%s was written with another config; resuming with the new one", path)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch = int(state.get("batch", 0))
+        self.epoch_loss = [float(v) for v in state.get("epoch_loss", (0.0, 0))]
         self.best_score = float(state["best_score"])
         self.optimizer_state = state["optimizer"]
         if self.main:
-            logger.info("resuming %s at epoch %d (step %d)", self.out, self.epoch, self.step)
+            logger.info("resuming %s in epoch %d after step %d", self.out, self.epoch + 1,
+                        self.step)
 
     def _save_checkpoint(self, optimizer) -> None:
         state = {
@@ -245,8 +173,11 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
+            "batch": self.batch,
+            "epoch_loss": self.epoch_loss,
             "best_score": self.best_score,
-            "stage": stage_of(self.config, max(self.epoch - 1, 0)),
+            "use_pfe": self.model.use_pfe,
+            "stage": stage_of(self.config, self.epoch if self.batch else max(self.epoch - 1, 0)),
             "config": self.config.to_dict(),
         }
         _atomic_torch_save(state, self.out / CHECKPOINT)
@@ -265,24 +196,26 @@ class Trainer:
             weight_decay=self.config.train.weight_decay,
         )
 
-    def _loader(self, epoch: int) -> DataLoader:
-        _set_epoch(self.splits.train, epoch)
-        sampler = None
+    def _loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
+        """This epoch's batches in their fixed order (a function of the seed and the
+        epoch), without the first ``skip_batches``, which a resumed run has done already."""
+        set_epoch(self.splits.train, epoch)
+        seed = self.config.train.seed
         if self.distributed:
-            sampler = DistributedSampler(
-                self.splits.train, self.world, self.rank, shuffle=True, seed=self.config.train.seed
-            )
-            sampler.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(self.config.train.seed + epoch)
-        workers = self.config.data.workers
+            shard = DistributedSampler(self.splits.train, self.world, self.rank, shuffle=True,
+                                       seed=seed)
+            shard.set_epoch(epoch)
+            order = list(shard)
+        else:
+            gen = torch.Generator().manual_seed(seed + epoch)
+            order = torch.randperm(len(self.splits.train), generator=gen).tolist()
+        batch_size = self.config.train.batch_size
         return DataLoader(
             self.splits.train,
-            batch_size=self.config.train.batch_size,
-            shuffle=sampler is None,
-            sampler=sampler,
-            generator=gen,
-            num_workers=workers,
-            drop_last=len(self.splits.train) > self.config.train.batch_size * self.world,
+            batch_size=batch_size,
+            sampler=order[skip_batches * batch_size :],
+            num_workers=self.config.data.workers,
+            drop_last=len(self.splits.train) > batch_size * self.world,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
         )
@@ -321,8 +254,21 @@ class Trainer:
                         device_ids=[self.device.index] if self.device.type == "cuda" else None,
                         find_unused_parameters=True,
                     )
-            train_loss = self._train_epoch(net, optimizer, scaler, stage.name, start, limit)
+            finished = self._train_epoch(net, optimizer, scaler, stage.name, start, limit)
+            if not finished:  # out of time: the checkpoint holds the place in the epoch
+                if self.main:
+                    last_metrics = {"epoch": self.epoch, "stage": stage.name, "step": self.step,
+                                    "minutes": (time.monotonic() - start) / 60}
+                    last_metrics |= self._validate()
+                    self._save_checkpoint(optimizer)
+                if self.distributed:
+                    dist.barrier()
+                logger.info("max_minutes reached in epoch %d after step %d; checkpoint saved",
+                            self.epoch + 1, self.step)
+                break
+            train_loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
             self.epoch += 1
+            self.batch, self.epoch_loss = 0, [0.0, 0]
             timed_out = self._out_of_time(start, limit)
             if self.main:
                 last_metrics = {
@@ -347,19 +293,23 @@ class Trainer:
                 break
         return last_metrics
 
-    def _batches(self, epoch: int) -> Iterator[dict]:
-        loader = self._loader(epoch)
+    def _batches(self) -> Iterator[dict]:
+        loader = self._loader(self.epoch, self.batch)
         return tqdm(
             loader,
-            desc=f"epoch {epoch + 1}/{total_epochs(self.config)}",
+            desc=f"epoch {self.epoch + 1}/{total_epochs(self.config)}",
+            initial=self.batch,
+            total=self.batch + len(loader),
             disable=not self.progress,
             leave=False,
         )
 
-    def _train_epoch(self, net, optimizer, scaler, stage_name, start, limit) -> float:
+    def _train_epoch(self, net, optimizer, scaler, stage_name, start, limit) -> bool:
+        """Train the rest of the current epoch; False if ``max_minutes`` cut it short.
+        Every ``train.checkpoint_every`` steps the checkpoint records the place."""
         self.model.train()
-        total, count = 0.0, 0
-        for batch in self._batches(self.epoch):
+        every = self.config.train.checkpoint_every
+        for batch in self._batches():
             comp = batch["comp"].to(self.device, non_blocking=True)
             real = batch["real"].to(self.device, non_blocking=True)
             mask = batch["mask"].to(self.device, non_blocking=True)
@@ -376,13 +326,15 @@ class Trainer:
             scaler.step(optimizer)
             scaler.update()
             self.step += 1
-            total += loss.item()
-            count += 1
+            self.batch += 1
+            self.epoch_loss = [self.epoch_loss[0] + loss.item(), self.epoch_loss[1] + 1]
             if self.main and self.step % self.config.train.log_every == 0:
                 logger.info("step %d loss %.5f", self.step, loss.item())
             if self._out_of_time(start, limit):
-                break
-        return total / max(count, 1)
+                return False
+            if self.main and every and self.step % every == 0:
+                self._save_checkpoint(optimizer)
+        return True
 
     def _out_of_time(self, start: float, limit: float) -> bool:
         """Whether ``max_minutes`` is spent; every process acts on rank 0's clock, so all
@@ -422,6 +374,7 @@ class Trainer:
                 result[f"{name}/composite_{key}"] = composite[key]
         val_psnr = acc.overall_means()["psnr"]
         result["val_psnr"] = val_psnr
+        result |= worst_group_scores(result, list(self.splits.val))
         score = self._score(result)
         if score > self.best_score:
             self.best_score = score
@@ -439,7 +392,7 @@ class Trainer:
         if name not in result:
             raise InputError(f"config: train.best_metric {name!r} is not a logged metric "
                              f"(choose from {', '.join(sorted(result))})")
-        return -result[name] if name.endswith("mse") else result[name]
+        return -result[name] if lower_is_better(name) else result[name]
 
     # ------------------------------------------------------------------ logs
     def _log(self, metrics: dict) -> None:
@@ -461,6 +414,20 @@ class Trainer:
             if "/" not in k
         )
         logger.info("%s", summary)
+
+
+def worst_group_scores(result: dict, sets: list[str]) -> dict:
+    """The worst set's score against its composite: ``val_worst_fmse_ratio`` (the largest
+    fMSE / composite fMSE, lower is better) and ``val_min_psnr_gain`` (the smallest PSNR
+    gain in dB). Selecting by these keeps a small group from being made worse unseen."""
+    ratios = [result[f"{n}/fmse"] / max(result[f"{n}/composite_fmse"], 1e-9) for n in sets]
+    gains = [result[f"{n}/psnr"] - result[f"{n}/composite_psnr"] for n in sets]
+    return {"val_worst_fmse_ratio": max(ratios), "val_min_psnr_gain": min(gains)}
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a logged metric improves downwards (errors and ratios of errors)."""
+    return metric.endswith(("mse", "ratio"))
 
 
 def plot_log(csv_path: Path, png_path: Path) -> None:

@@ -101,7 +101,8 @@ def test_authors_checkpoints_work_as_weights(tmp_path):
 
 @pytest.mark.skipif(not SCENES.is_dir(), reason="needs ../shared/datasets/scenes")
 def test_harmonization_moves_a_recoloured_foreground_toward_the_truth(harmonizer):
-    from vcam_harmonize.training.datasets import FolderDataset, scene_splits
+    from vcam_harmonize.training.datasets import FolderDataset
+    from vcam_harmonize.training.splits import scene_splits
 
     _, held_out = scene_splits(SCENES, 200, 0)
     dataset = FolderDataset(SCENES, held_out[:24], size=None, seed=3)

@@ -19,16 +19,27 @@ PAPER = {  # name -> (model, dataset kind, size)
 
 
 def test_the_paper_setups_and_lite_are_shipped():
-    assert set(SHIPPED) == {*PAPER, "lite", "lite_finetune"}
+    assert set(SHIPPED) == {*PAPER, "lite", "lite_people"}
 
 
-def test_lite_finetune_starts_from_the_bundled_weights_with_training_augmentations():
-    config = load_config("lite_finetune")
+@pytest.mark.parametrize("name", ["lite", "lite_people"])
+def test_lite_recipes_train_on_every_real_photo_set_split_by_person(name):
+    config = load_config(name)
     assert config.model.name == "lite"
-    assert config.model.init.endswith("phnet_lite.safetensors")
-    assert {ds.split for ds in config.data.sets} == {"scenes", "portraits"}
+    sets = {ds.name: ds for ds in config.data.sets}
+    assert set(sets) == {"scenes", "people", "faces", "portraits"}
+    assert sets["people"].split == sets["faces"].split == "person"
+    assert sets["portraits"].split == "portraits"
+    assert sets["people"].framing == "upper_body" and sets["people"].source_balance > 0
     for ds in config.data.sets:
-        assert ds.crop_scale < 1 and ds.global_colour > 0 and 0 < ds.identity_prob < 1
+        assert ds.samples > 0 and ds.global_colour > 0 and 0 < ds.identity_prob < 1
+    # no single source dominates an epoch
+    assert max(ds.samples for ds in sets.values()) < 0.5 * sum(ds.samples for ds in sets.values())
+    assert config.train.best_metric == "val_worst_fmse_ratio"
+
+
+def test_lite_people_starts_from_the_earlier_bundled_weights():
+    assert load_config("lite_people").model.init.endswith("phnet_lite.safetensors")
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -58,12 +69,10 @@ def test_dataset_roots_are_overridden_on_the_command_line():
     assert load_config("iharmony4_256").data.sets[0].root == "data/iHarmony4"
 
 
-def test_lite_is_the_recipe_of_the_shipped_weights():
+def test_lite_from_scratch_runs_the_papers_three_stages():
     config = load_config("lite")
-    assert config.model.name == "lite"
-    assert [(ds.name, ds.split) for ds in config.data.sets] == [("scenes", "scenes"),
-                                                                ("portraits", "portraits")]
     assert [s.name for s in config.stages] == ["encoder-decoder", "pfe", "all"]
+    assert [s.pfe for s in config.stages] == [False, True, True]
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -80,11 +89,15 @@ def test_lite_is_the_recipe_of_the_shipped_weights():
     (["train.betas=[-0.1, 0.99]"], "train.betas needs two numbers in [0, 1)"),
     (["data.workers=-1"], "data.workers must be 0 or more"),
     (["data.sets.1.repeat=0"], "data.sets[1].repeat must be 1 or more"),
+    (["data.sets.1.framing=\"wide\""], "data.sets[1].framing must be one of square, upper"),
+    (["data.sets.1.samples=-1"], "data.sets[1].samples must be 0 (all) or more"),
+    (["data.sets.1.source_balance=2"], "data.sets[1].source_balance must be in [0, 1]"),
+    (["data.sets.1.split=\"people\""], "data.sets[1].split must be one of random, scenes"),
     (["train.max_minutes=-1"], "train.max_minutes must be 0 (no limit) or more"),
     (["train.best_metric=\"nope/psnr\""], "train.best_metric 'nope/psnr' is not a logged"),
     (["train.best_metric=\"scenes/ssim\""], "train.best_metric 'scenes/ssim' is not a logged"),
     (["train.best_metric=\"scenes/composite_psnr\""], "is not a logged metric"),
-    (["train.best_metric=\"psnr\""], "with <set> one of scenes, portraits"),
+    (["train.best_metric=\"psnr\""], "with <set> one of scenes, people, faces, portraits"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(InputError, match=re.escape(message)):

@@ -15,14 +15,11 @@ from vcam_harmonize.training.datasets import (
     FolderDataset,
     IHarmony4Dataset,
     global_recolour,
-    person_of,
-    portrait_splits,
     random_square_crop,
     read_image,
     read_mask,
-    scene_splits,
-    split_names,
 )
+from vcam_harmonize.training.splits import person_of, portrait_splits, scene_splits, split_names
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets"
 SCENES, PORTRAITS = SHARED / "scenes", SHARED / "portraits"

@@ -227,10 +227,26 @@ def test_max_minutes_stops_with_a_checkpoint_and_the_run_goes_on_later(tiny_fold
     out = tmp_path / "run"
     metrics = Trainer(load_config(path, ["train.max_minutes=1e-9"]), out, device="cpu",
                       progress=False).fit()
-    assert (metrics["epoch"], metrics["step"]) == (1, 1)  # stopped after its first step
+    # stopped after its first step, inside epoch 1, which is not counted as done
+    assert (metrics["epoch"], metrics["step"]) == (0, 1)
     assert "val_psnr" in metrics and (out / BEST).is_file()
+    state = torch.load(out / CHECKPOINT, weights_only=True)
+    assert (state["epoch"], state["step"], state["batch"]) == (0, 1, 1)
     Trainer(load_config(path), out, device="cpu", progress=False).fit()
-    assert [(r["epoch"], r["step"]) for r in log_rows(out)] == [("1", "1"), ("2", "4")]
+    # the resumed run finishes epoch 1 with its two remaining steps: none is repeated
+    assert [(r["epoch"], r["step"]) for r in log_rows(out)] == [("1", "3"), ("2", "6")]
+
+
+def test_a_resumed_epoch_trains_on_the_batches_not_yet_seen(tiny_folder, tmp_path):
+    path = write_config(tmp_path / "tiny.toml", tiny_folder, "one", epochs=1, repeat=4)
+    trainer = Trainer(load_config(path), tmp_path / "run", device="cpu", progress=False)
+    full = [name for batch in trainer._loader(0) for name in batch["name"]]
+    rest = [name for batch in trainer._loader(0, skip_batches=2) for name in batch["name"]]
+    batch_size = trainer.config.train.batch_size
+    assert rest == full[2 * batch_size :] and len(rest) < len(full)
+    again = [name for batch in trainer._loader(0) for name in batch["name"]]
+    assert again == full  # the order is a function of the seed and the epoch
+    assert [n for b in trainer._loader(1) for n in b["name"]] != full
 
 
 def test_a_kill_mid_epoch_leaves_a_valid_checkpoint_and_the_run_resumes(tiny_folder, tmp_path):
@@ -250,7 +266,9 @@ def test_a_kill_mid_epoch_leaves_a_valid_checkpoint_and_the_run_resumes(tiny_fol
     assert proc.returncode == -signal.SIGKILL
     assert not list(out.glob("*.tmp"))
     state = torch.load(out / CHECKPOINT, weights_only=True)
-    assert (state["epoch"], state["step"]) == (1, 12)
+    # a checkpoint after every step: the kill loses at most the step it interrupted
+    assert state["epoch"] == 1 and 16 <= state["step"] <= 18
+    assert state["batch"] == state["step"] - 12
     assert [r["epoch"] for r in log_rows(out)] == ["1"]
 
     assert cli.main(["train", "--config", str(config), "--out", str(out), "--device", "cpu",
