@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--frames", type=int, default=0, help="stop after N output frames")
     add("--demo", action="store_true",
         help="use the bundled demo clip instead of a webcam (no camera needed)")
+    add("--compare", action="store_true",
+        help="composite (left) and harmonized (right) side by side, labelled; frames twice "
+             "as wide (for --output window or a video file)")
     add("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -67,6 +70,8 @@ def config_from_args(args: argparse.Namespace) -> CameraConfig:
         values["harmonize"] = False
     if args.mirror:
         values["mirror"] = True
+    if args.compare:
+        values["compare"] = True
     return CameraConfig.from_dict(values, "command line")
 
 
@@ -79,8 +84,9 @@ def make_sinks(config: CameraConfig) -> list:
                                   mirror=config.mirror)]
     if config.output == "window":
         return [WindowSink("vcam-harmonize", mirror=config.mirror)]
+    width, height = config.output_size
     return [VideoFileSink(config.output, config.fps, mirror=config.mirror,
-                          size=config.output_size)]
+                          size=(width * (2 if config.compare else 1), height))]
 
 
 def run(args: argparse.Namespace) -> int:

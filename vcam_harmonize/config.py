@@ -53,6 +53,7 @@ class CameraConfig:
     output: str = "virtualcam"        # "virtualcam", "window" or a video file path
     camera_device: str = ""           # loopback device for the virtual camera ("" = find it)
     camera_name: str = "PHNet Cam"
+    compare: bool = False             # composite and harmonized side by side (twice as wide)
 
     def validate(self) -> CameraConfig:
         """Range checks; returns self."""
@@ -69,6 +70,8 @@ class CameraConfig:
             (0.0 <= self.mask_smoothing < 1.0, "mask_smoothing must be in [0, 1)"),
             (0.0 <= self.mask_threshold < 1.0, "mask_threshold must be in [0, 1)"),
             (0.0 <= self.feather <= 100.0, "feather must be in [0, 100]"),
+            (not (self.compare and self.output == "virtualcam"),
+             "compare needs output 'window' or a video file (a call shows one picture)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -34,6 +34,7 @@ from vcam_harmonize.backgrounds import (
     load_background,
 )
 from vcam_harmonize.capture import Capture, Frame, FrameSource
+from vcam_harmonize.compare import side_by_side
 from vcam_harmonize.compositing import composite
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
@@ -165,6 +166,10 @@ class Pipeline:
                                     background_refresh=True)
         self.harmonizer = harmonizer
         self.harmonize_enabled = config.harmonize
+        # side by side (composite | harmonized): for the sinks (config.compare) and for
+        # the preview callback (the tray's switch)
+        self.compare_output = config.compare
+        self.compare_preview = False
         self.paused = False
         self.errors = StageErrors()
         self.frames_out = 0
@@ -259,6 +264,11 @@ class Pipeline:
 
     def set_res(self, res: int) -> None:
         self.harmonizer.set_res(check_res(res))
+
+    def set_compare_preview(self, on: bool) -> None:
+        """Hand ``on_frame`` the composite and the harmonized frame side by side (twice as
+        wide, labelled); the sinks keep getting what they got."""
+        self.compare_preview = bool(on)
 
     def set_mirror(self, mirror: bool) -> None:
         """Mirror the output left-right (every sink)."""
@@ -366,28 +376,32 @@ class Pipeline:
                 continue
             frame, mask = item
             t = time.perf_counter()
-            image = frame.image if mask is None else self._compose(frame.image, mask, t)
-            self._emit(image, frame.timestamp, time.perf_counter())
+            image, composite = (frame.image, None) if mask is None else self._compose(
+                frame.image, mask, t)
+            self._emit(image, frame.timestamp, time.perf_counter(), composite)
             if self.max_frames and self.frames_out >= self.max_frames:
                 self._stop_from_worker()
                 return
 
-    def _compose(self, image: np.ndarray, mask: np.ndarray, t: float) -> np.ndarray:
+    def _compose(self, image: np.ndarray, mask: np.ndarray,
+                 t: float) -> tuple[np.ndarray, np.ndarray | None]:
         """The person on the chosen background, harmonized; the camera's own frame when
-        the background is "none" or cannot be had."""
+        the background is "none" or cannot be had. Second: the composite before
+        harmonization, kept only while a side-by-side comparison is on (else None)."""
         try:
             # under the lock: a switch must not close a video being read
             with self._bg_lock:
                 background = self.background.current
                 bg = None if background.passthrough else background.frame(image, mask)
             if bg is None:
-                return image
+                return image, None
             t = self._timed("background", t)
             image = composite(image, bg, mask)
             t = self._timed("composite", t)
         except Exception as err:
             self.errors.record("background", err)
-            return image
+            return image, None
+        before = image.copy() if self.compare_output or self.compare_preview else None
         if self.harmonize_enabled:
             try:
                 # the composite is this frame's own array: harmonize it in place
@@ -395,9 +409,14 @@ class Pipeline:
             except Exception as err:
                 self.errors.record("harmonize", err)
             self._timed("harmonize", t)
-        return image
+        return image, before
 
-    def _emit(self, image: np.ndarray, captured_at: float, t: float) -> None:
+    def _emit(self, image: np.ndarray, captured_at: float, t: float,
+              composite: np.ndarray | None = None) -> None:
+        pair = None
+        if self.compare_output or self.compare_preview:
+            pair = side_by_side(image if composite is None else composite, image)
+        sent = pair if self.compare_output else image
         for sink in self.sinks:
             failure = getattr(sink, "failure", None)
             if failure and self.failure is None:
@@ -406,7 +425,7 @@ class Pipeline:
                 self._stop_from_worker()
                 return
             try:
-                sink.send(image)
+                sink.send(sent)
             except Exception as err:
                 self.errors.record(f"output {type(sink).__name__}", err)
         self._timed("output", t)
@@ -416,7 +435,7 @@ class Pipeline:
         self.frames_out += 1
         if self.on_frame is not None:
             try:
-                self.on_frame(image)
+                self.on_frame(pair if self.compare_preview else image)
             except Exception as err:
                 self.errors.record("on_frame callback", err)
 
