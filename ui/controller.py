@@ -119,6 +119,7 @@ class CameraController(QObject):
         self._applied = dataclasses.replace(self.config)
         self._pipeline: Pipeline | None = None
         self._frame: np.ndarray | None = None
+        self._compare = False  # the preview shows composite | harmonized
         self._worker = _Worker()
         self._watch = QTimer(self)
         self._watch.timeout.connect(self._check_pipeline)
@@ -191,6 +192,16 @@ class CameraController(QObject):
         else:
             self._submit(self._next_job)
 
+    def set_compare(self, on: bool) -> None:
+        """Show the preview as the composite beside the harmonized frame (labelled); the
+        call keeps receiving the harmonized frame alone."""
+        self._compare = bool(on)
+        self._submit(self._compare_job)
+
+    @property
+    def comparing(self) -> bool:
+        return self._compare
+
     def refresh_cameras(self) -> None:
         """Look for the cameras that open (on the worker); answers with camerasFound."""
         self._submit(capture.list_cameras, done=self.camerasFound.emit)
@@ -239,6 +250,7 @@ class CameraController(QObject):
             return self.device_name
         pipeline = self.factory(dataclasses.replace(self._applied))
         pipeline.on_frame = self._on_frame
+        pipeline.set_compare_preview(self._compare)
         try:
             pipeline.start()
         except BaseException:
@@ -253,6 +265,11 @@ class CameraController(QObject):
         if pipeline is not None:
             pipeline.stop()
         self._frame = None
+
+    def _compare_job(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.set_compare_preview(self._compare)
+            self._frame = None  # no frame of the other kind in between
 
     def _pause_job(self, paused: bool) -> bool | None:
         if self._pipeline is None:

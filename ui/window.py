@@ -198,6 +198,10 @@ class SettingsWindow(QWidget):
         self.mirror = QCheckBox("Mirror the picture the call receives")
         self.mirror.clicked.connect(lambda on: self.controller.change(mirror=on))
         form.addRow("Mirror", self.mirror)
+        self.compare = QCheckBox("Preview without and with harmonization, side by side")
+        self.compare.setToolTip("The call still receives the harmonized picture only")
+        self.compare.clicked.connect(self._compare_toggled)
+        form.addRow("Compare", self.compare)
         return box
 
     def _status_box(self) -> QGroupBox:
@@ -251,9 +255,9 @@ class SettingsWindow(QWidget):
                                   "error": "The camera did not start (see above)."}
                                  .get(state, "Camera stopped. Start it to see the preview."))
             return
-        elif self.controller.config.mirror:
-            frame = frame[:, ::-1]
-        self.preview.setPixmap(_to_pixmap(frame, PREVIEW_SIZE))
+        elif self.controller.config.mirror and not self.controller.comparing:
+            frame = frame[:, ::-1]  # (a side-by-side pair keeps its sides and labels)
+        self.preview.setPixmap(_to_pixmap(frame, self._preview_size()))
 
     def update_stats(self) -> None:
         stats = self.controller.stats()
@@ -302,6 +306,16 @@ class SettingsWindow(QWidget):
         self.blur.setEnabled(is_blur(config.background))
         self.blur.setToolTip("" if is_blur(config.background) else
                              "Pick Blur as the background to use this")
+
+    def _compare_toggled(self, on: bool) -> None:
+        """The preview doubles its width for the pair (composite | harmonized)."""
+        self.controller.set_compare(on)
+        self.preview.setFixedSize(self._preview_size())
+        self.update_preview()
+
+    def _preview_size(self) -> QSize:
+        wide = 2 if self.controller.comparing else 1
+        return QSize(wide * PREVIEW_SIZE.width(), PREVIEW_SIZE.height())
 
     def _background_picked(self, index: int) -> None:
         spec = self.background.itemData(index)

@@ -16,6 +16,7 @@ from vcam_harmonize.config import load_toml
 from vcam_harmonize.sinks import PAUSED_TEXT, draw_card
 from vcam_harmonize.ui import actions as actions_module
 from vcam_harmonize.ui.icons import STATE_COLOURS
+from vcam_harmonize.ui.window import PREVIEW_SIZE
 
 RED = np.array([255, 0, 0], np.uint8)
 START_TIMEOUT_MS = 15_000
@@ -351,3 +352,29 @@ def test_a_camera_that_ends_by_itself_is_reported(qtbot, make_app, settings, bac
     assert "stopped" in shown[0][1] and icon_colour(app) == STATE_COLOURS["error"]
     qtbot.waitUntil(lambda: backend.instances[-1].closed, timeout=3000)
     assert app.actions.start_stop.text() == "Start camera"
+
+
+def test_compare_shows_the_pair_in_the_preview_while_the_call_gets_one_picture(
+        qtbot, make_app, settings, backend):
+    app = make_app(settings)
+    window = app.window
+    app.actions.show_window.trigger()
+    start(qtbot, app)
+    wait_for_frame(qtbot, backend, lambda f: (border(f) == RED).all())
+    window.compare.click()
+    assert app.controller.comparing
+    assert window.preview.width() == 2 * PREVIEW_SIZE.width()
+
+    def preview_is_a_pair():
+        frame = app.controller.latest_frame()
+        assert frame is not None and frame.shape == (HEIGHT, 2 * WIDTH, 3)
+        # composite on the left, harmonized on the right: the same red background
+        assert (frame[HEIGHT // 2, : PERSON[1].start - 2] == RED).all()
+        assert (frame[HEIGHT // 2, WIDTH : WIDTH + PERSON[1].start - 2] == RED).all()
+
+    qtbot.waitUntil(preview_is_a_pair, timeout=5000)
+    assert received(backend).shape == (HEIGHT, WIDTH, 3)  # the call: one picture
+    window.compare.click()
+    qtbot.waitUntil(lambda: app.controller.latest_frame() is not None
+                    and app.controller.latest_frame().shape == (HEIGHT, WIDTH, 3), timeout=5000)
+    assert window.preview.size() == PREVIEW_SIZE
