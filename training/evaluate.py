@@ -107,6 +107,7 @@ def write_reports(results: dict[str, MetricAccumulator], out: Path) -> str:
                 rows.append({"table": "bucket", "dataset": dataset, "group": bucket,
                              "predictor": predictor, "count": means["count"],
                              **{k: f"{means[k]:.6g}" for k in METRICS}})
+    lines += against_composite(results)
     markdown = "\n".join(lines) + "\n"
     (out / "metrics.md").write_text(markdown)
     with open(out / "metrics.csv", "w", newline="") as handle:
@@ -114,6 +115,38 @@ def write_reports(results: dict[str, MetricAccumulator], out: Path) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return markdown
+
+
+def against_composite(results: dict[str, MetricAccumulator]) -> list[str]:
+    """Markdown lines: each predictor's fMSE as a multiple of the composite's and its PSNR
+    gain over the composite, per dataset, and whether it beats the composite and the
+    transfer baseline on all four metrics (empty without a ``composite`` run)."""
+    if "composite" not in results:
+        return []
+    base = results["composite"].dataset_means()
+    transfer = results["transfer"].dataset_means() if "transfer" in results else {}
+    lines = ["", "## Against the composite", "",
+             "| dataset | predictor | fMSE / composite's | PSNR gain (dB) | better than "
+             "composite on all 4 | better than transfer on all 4 |",
+             "|---|---|---|---|---|---|"]
+
+    def beats(means: dict, other: dict | None) -> str:
+        if other is None:
+            return "-"
+        better = [means[k] < other[k] if k.endswith("mse") else means[k] > other[k]
+                  for k in METRICS]
+        return "yes" if all(better) else "no"
+
+    for predictor, acc in results.items():
+        if predictor in ("composite", "transfer"):
+            continue
+        for dataset, means in acc.dataset_means().items():
+            ratio = means["fmse"] / max(base[dataset]["fmse"], 1e-9)
+            gain = means["psnr"] - base[dataset]["psnr"]
+            lines.append(f"| {dataset} | {predictor} | {ratio:.2f}x | {gain:+.2f} | "
+                         f"{beats(means, base[dataset])} | "
+                         f"{beats(means, transfer.get(dataset))} |")
+    return lines
 
 
 def write_grid(examples: list, path: Path) -> None:

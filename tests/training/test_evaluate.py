@@ -158,3 +158,10 @@ def test_evaluate_on_the_authors_layout_with_released_weights_and_baselines(ihar
         assert np.abs(panels[0] - s["comp"]).max() <= 1  # composite
         assert np.abs(panels[1] - network(s)).max() <= 1  # the network's prediction
         assert np.abs(panels[2] - s["real"]).max() <= 1  # truth
+
+    # against the composite: the ratio and the gain, computed from the same means
+    net = expected["best_tiny"][("dataset", "HFlickr", "all")]
+    base = expected["composite"][("dataset", "HFlickr", "all")]
+    assert "## Against the composite" in markdown
+    assert (f"| HFlickr | best_tiny | {net['fmse'] / base['fmse']:.2f}x | "
+            f"{net['psnr'] - base['psnr']:+.2f} |") in markdown
