@@ -43,12 +43,15 @@ LIVE_SETTERS = {
     "mirror": "set_mirror",
 }
 STATES = ("stopped", "starting", "running", "paused", "stopping", "error")
+#: how each state reads in the tray's menu and tooltip and in the window
+STATE_TEXT = {"stopped": "stopped", "starting": "starting...", "running": "running",
+              "paused": "paused", "stopping": "stopping...", "error": "error"}
 
 
 def default_pipeline(config: CameraConfig, demo: bool = False) -> Pipeline:
     """The real camera: the CLI's sinks (the virtual camera), MediaPipe, PHNet; with
     ``demo`` the bundled demo clip instead of a webcam."""
-    from vcam_harmonize.cli import make_sinks
+    from vcam_harmonize.sinks import make_sinks
 
     source = None
     if demo:

@@ -14,16 +14,12 @@ from PyQt6.QtWidgets import QMenu, QSystemTrayIcon
 from vcam_harmonize.config import CameraConfig
 
 from .actions import AppActions
-from .controller import CameraController
+from .controller import STATE_TEXT, CameraController
 from .gallery import choices, matches, thumbnail
 from .icons import state_icon
 
 STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RESOLUTIONS = (128, 192, 256, 320, 384, 512)
-STATE_TEXT = {"stopped": "stopped", "starting": "starting...", "running": "running",
-              "paused": "paused", "stopping": "stopping...", "error": "error"}
-
-
 def status_line(controller: CameraController) -> str:
     """"PHNet Cam: running, 29.8 fps" and the like, for the tooltip and the menu."""
     name = controller.config.camera_name

@@ -30,10 +30,9 @@ from vcam_harmonize.pipeline import STAGES
 from vcam_harmonize.sinks import PAUSED_TEXT, draw_card
 
 from .actions import NEXT_BACKGROUND_KEYS, PAUSE_KEYS, AppActions
-from .controller import CameraController
+from .controller import STATE_TEXT, CameraController
 from .gallery import THUMB_SIZE, blur_sigma, choices, is_blur, matches, thumbnail
 from .icons import state_pixmap
-from .tray import STATE_TEXT
 
 PREVIEW_SIZE = QSize(480, 270)
 _DEBOUNCE_MS = 200

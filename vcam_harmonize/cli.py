@@ -75,22 +75,9 @@ def config_from_args(args: argparse.Namespace) -> CameraConfig:
     return CameraConfig.from_dict(values, "command line")
 
 
-def make_sinks(config: CameraConfig) -> list:
-    from vcam_harmonize.sinks import VideoFileSink, VirtualCameraSink, WindowSink
-
-    if config.output == "virtualcam":
-        return [VirtualCameraSink(config.width, config.height, config.fps,
-                                  device=config.camera_device or None, name=config.camera_name,
-                                  mirror=config.mirror)]
-    if config.output == "window":
-        return [WindowSink("vcam-harmonize", mirror=config.mirror)]
-    width, height = config.output_size
-    return [VideoFileSink(config.output, config.fps, mirror=config.mirror,
-                          size=(width * (2 if config.compare else 1), height))]
-
-
 def run(args: argparse.Namespace) -> int:
     from vcam_harmonize.pipeline import Pipeline
+    from vcam_harmonize.sinks import make_sinks
 
     if args.frames < 0:
         raise InputError("--frames must be 0 (run until stopped) or more")

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pyvirtualcam
 
+from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.models.images import cover_crop
 
@@ -337,3 +338,17 @@ class VideoFileSink(Sink):
             self._temp.unlink(missing_ok=True)
             raise InputError(f"cannot write video {self.path}; use a .mp4 or .avi file name")
         self._writer, self._size = writer, (width, height)
+
+
+def make_sinks(config: CameraConfig) -> list[Sink]:
+    """The sinks that ``config.output`` names: the virtual camera, a preview window or a
+    video file (twice as wide when ``config.compare`` puts two pictures side by side)."""
+    if config.output == "virtualcam":
+        return [VirtualCameraSink(config.width, config.height, config.fps,
+                                  device=config.camera_device or None, name=config.camera_name,
+                                  mirror=config.mirror)]
+    if config.output == "window":
+        return [WindowSink("vcam-harmonize", mirror=config.mirror)]
+    width, height = config.output_size
+    return [VideoFileSink(config.output, config.fps, mirror=config.mirror,
+                          size=(width * (2 if config.compare else 1), height))]
