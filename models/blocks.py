@@ -21,8 +21,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from vcam_harmonize.models.config import PFE_HEAD_INPUTS
 from vcam_harmonize.models.functional import (
+    PFE_BACKGROUND_DIVISOR,
     PN_EPS,
+    blend,
     masked_mean_std,
     mean_std,
     patch_expand,
@@ -166,15 +169,26 @@ class PatchFeatureExtractor(nn.Module):
 
     The foreground image (zeros outside the mask) is moved toward the background's
     colour statistics, per patch on a G x G grid and globally (plain mean and unbiased
-    std of the zero-filled images), mixed by two learned weights; a 3x3 conv over the
-    foreground and the transferred image gives a 3-channel map. PHNet reads that map
-    only as one gate per image: sigmoid(channel mean of its global max), ``(B, 1, 1, 1)``.
+    std of the zero-filled images), mixed by two learned weights. A 3x3 conv over the
+    foreground and a second image gives a 3-channel map; ``head_input`` says which:
+
+    - "composite" (the authors' network): the transferred foreground inside the mask
+      and the zero-filled background / 255 outside it,
+      ``blend(transferred, image * (1 - mask) / 255, mask)``;
+    - "transferred": the transferred image alone (what the bundled "lite" weights
+      were trained with).
+
+    PHNet reads the map only as one gate per image: sigmoid(channel mean of its
+    global max), ``(B, 1, 1, 1)``.
     """
 
-    def __init__(self, grid: int, init_mix=(0.9, 0.1)):
+    def __init__(self, grid: int, init_mix=(0.9, 0.1), head_input: str = "composite"):
         super().__init__()
+        if head_input not in PFE_HEAD_INPUTS:
+            raise ValueError(f"head_input must be one of {PFE_HEAD_INPUTS}, not {head_input!r}")
         self.grid = grid
         self.name = "pfe"
+        self.head_input = head_input
         self.mix = nn.Parameter(torch.tensor(init_mix, dtype=torch.float32))
         self.head = nn.Sequential(nn.Conv2d(6, 3, 3, padding=1), nn.ReLU())
 
@@ -192,10 +206,17 @@ class PatchFeatureExtractor(nn.Module):
         global_ = reinhard_transfer(fg, fg_mean, fg_std, bg_mean, bg_std)
         return self.mix[0] * local + self.mix[1] * global_
 
+    def head_image(self, image: Tensor, mask: Tensor) -> Tensor:
+        """What the head sees beside the foreground (see the class), ``(B, 3, H, W)``."""
+        transferred = self.transfer(image, mask)
+        if self.head_input == "transferred":
+            return transferred
+        return blend(transferred, image * (1 - mask) / PFE_BACKGROUND_DIVISOR, mask)
+
     @full_precision
     def forward(self, image: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         """-> the gate ``(B, 1, 1, 1)`` in [0.5, 1)."""
-        features = self.head(torch.cat([image * mask, self.transfer(image, mask)], dim=1))
+        features = self.head(torch.cat([image * mask, self.head_image(image, mask)], dim=1))
         gate = torch.sigmoid(features.amax(dim=(2, 3), keepdim=True).mean(dim=1, keepdim=True))
         return _exchange(stats_hook, self.name, {"gate": gate})["gate"]
 

@@ -9,7 +9,10 @@ Two formats load:
 - our own safetensors files, the configuration stored in the metadata.
 
 Nothing beyond tensors is ever unpickled. Every failure is an :class:`InputError`
-naming the file and what is wrong with it.
+naming the file and what is wrong with it. This module reads and writes files and
+state dicts only; :meth:`PHNet.from_checkpoint <vcam_harmonize.models.phnet.PHNet>`
+builds the network from what :func:`read_weights` returns (imports run one way:
+phnet -> checkpoint -> config).
 """
 
 from __future__ import annotations
@@ -17,20 +20,53 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
+from vcam_harmonize.models.config import PHNetConfig
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.models.files import atomic_write
-from vcam_harmonize.models.phnet import PHNet, PHNetConfig
 
 FORMAT_NAME = "vcam-harmonize/phnet"
 AUTHOR_PREFIXES = ("feature_extractor.", "encoder.", "normalizers.", "decoder.", "skip.",
                    "SE_block.")
+#: the PFE head input of our files written before the config recorded it: the PFE
+#: head then saw the transferred image alone (the bundled "lite" weights are such a file).
+LEGACY_PFE_HEAD_INPUT = "transferred"
+
+
+class SavableModel(Protocol):
+    """What :func:`save_weights` needs of a network (``PHNet`` has it)."""
+
+    config: PHNetConfig
+    use_pfe: bool
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The tensors to write, in this library's key names."""
+        ...
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A weight file's contents: enough to build the network and fill it.
+
+    Attributes:
+        config: the network's configuration.
+        state_dict: tensors in this library's key names.
+        use_pfe: whether the network runs its PFE gate.
+        source: the file, for error messages.
+    """
+
+    config: PHNetConfig
+    state_dict: dict[str, Tensor]
+    use_pfe: bool
+    source: str
 
 #: the authors' key names <-> our module names; "#" stands for a layer index and a
 #: template ending in "." renames a prefix, any other one a whole key.
@@ -83,7 +119,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return _rename(state_dict, _TO_OURS)
 
 
-def to_authors_state_dict(model: PHNet) -> dict[str, Tensor]:
+def to_authors_state_dict(model: nn.Module) -> dict[str, Tensor]:
     """The state dict of an "authors"-style network in the released key names."""
     return _rename({k: v.detach().cpu() for k, v in model.state_dict().items()}, _TO_AUTHORS)
 
@@ -109,7 +145,9 @@ def infer_authors_config(state_dict: dict[str, Tensor], source: str = "checkpoin
     return PHNetConfig(widths=widths, grids=tuple(grids), pfe_grid=pfe_grid)
 
 
-def _load_strict(model: PHNet, state_dict: dict[str, Tensor], source: str) -> PHNet:
+def load_strict(model: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+    """Fill ``model`` with ``state_dict``: every key present, none unknown, every shape
+    equal, else an :class:`InputError` naming ``source`` and the first mismatch."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -125,7 +163,6 @@ def _load_strict(model: PHNet, state_dict: dict[str, Tensor], source: str) -> PH
             raise InputError(f"{source}: tensor {key} has shape {tuple(tensor.shape)}, "
                              f"expected {tuple(expected[key].shape)}")
     model.load_state_dict(state_dict, strict=True)
-    return model.eval()
 
 
 def _read_torch(path: Path, map_location) -> dict[str, Tensor]:
@@ -152,8 +189,8 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{"
 
 
-def load_model(path, map_location="cpu") -> PHNet:
-    """Build and load a PHNet from an authors' ``.pth`` or our safetensors file."""
+def read_weights(path, map_location: str | torch.device = "cpu") -> Weights:
+    """Read an authors' ``.pth`` or our safetensors file (checked, not yet loaded)."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not a weights file")
@@ -168,19 +205,17 @@ def load_model(path, map_location="cpu") -> PHNet:
     if empty:
         raise InputError(f"{path}: weights file is empty")
     if safetensors:
-        return _load_safetensors(path, map_location)
+        return _read_safetensors(path, map_location)
     state = _read_torch(path, map_location)
     if not any(k.startswith(AUTHOR_PREFIXES) for k in state):
         raise InputError(f"{path}: not a PHNet checkpoint (none of the expected keys "
                          f"{', '.join(p.rstrip('.') for p in AUTHOR_PREFIXES)})")
     config = infer_authors_config(state, str(path))
-    return _load_strict(PHNet(config), checkpoint_filter_fn(state), str(path))
+    return Weights(config, checkpoint_filter_fn(state), use_pfe=True, source=str(path))
 
 
-def _load_safetensors(path: Path, map_location) -> PHNet:
+def _read_safetensors(path: Path, map_location) -> Weights:
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         state = load_file(str(path), device=str(map_location))
@@ -191,18 +226,17 @@ def _load_safetensors(path: Path, map_location) -> PHNet:
         raise InputError(f"{path}: a safetensors file, but not vcam-harmonize PHNet weights "
                          f"(no '{FORMAT_NAME}' metadata)")
     try:
-        config = PHNetConfig.from_dict(json.loads(metadata["config"]))
+        data = json.loads(metadata["config"])
+        config = PHNetConfig.from_dict({"pfe_head_input": LEGACY_PFE_HEAD_INPUT, **data})
     except (json.JSONDecodeError, TypeError) as err:
         raise InputError(f"{path}: corrupt PHNet config in the metadata: {err}") from None
-    model = _load_strict(PHNet(config), state, str(path))
     use_pfe = metadata.get("use_pfe", "true")
     if use_pfe not in ("true", "false"):
         raise InputError(f"{path}: metadata use_pfe must be 'true' or 'false', not {use_pfe!r}")
-    model.use_pfe = use_pfe == "true"
-    return model
+    return Weights(config, state, use_pfe=use_pfe == "true", source=str(path))
 
 
-def save_weights(model: PHNet, path, extra: dict[str, str] | None = None) -> Path:
+def save_weights(model: SavableModel, path, extra: dict[str, str] | None = None) -> Path:
     """Write the model's weights to a safetensors file (atomically: temp file + rename).
 
     ``extra`` adds string metadata (training recipe, metrics...). Whether the PFE gate is

@@ -14,6 +14,10 @@ from torch import Tensor
 PN_EPS = 1e-7
 #: epsilon of the PFE's colour transfer.
 PFE_EPS = 1e-8
+#: the released PFE divides the background by 255 before blending it under the
+#: transferred foreground (the authors' value: with images in [0, 1] its conv head
+#: sees a nearly black background).
+PFE_BACKGROUND_DIVISOR = 255.0
 
 
 def masked_mean_std(x: Tensor, mask: Tensor, eps: float = PN_EPS) -> tuple[Tensor, Tensor]:
@@ -153,3 +157,17 @@ def reinhard_transfer(
     broadcastable to ``values`` (``(B, C, 1, 1)`` or painted per patch).
     """
     return (values - src_mean) * dst_std / (src_std + eps) + dst_mean
+
+
+def blend(foreground: Tensor, background: Tensor, mask: Tensor) -> Tensor:
+    """``foreground * mask + background * (1 - mask)``, soft masks included.
+
+    Args:
+        foreground: ``(B, C, H, W)``.
+        background: ``(B, C, H, W)``.
+        mask: ``(B, 1, H, W)`` weights of ``foreground`` in [0, 1].
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    return foreground * mask + background * (1 - mask)

@@ -1,6 +1,7 @@
-"""PHNet: the encoder-decoder with patch-based normalization, and its named configurations.
+"""PHNet: the encoder-decoder with patch-based normalization.
 
-The network follows the released code's layout (see ``PHNetConfig``): six encoder convs
+The network follows the released code's layout (see ``PHNetConfig`` and the named
+configurations in :mod:`vcam_harmonize.models.config`): six encoder convs
 (Conv -> InstanceNorm -> ReLU), an SE bottleneck gated by the patch-based feature
 extractor (PFE), and six decoder steps (concat skip -> 3x3 conv -> ConvTranspose).
 Where the PN blocks sit depends on ``norm``: on the encoder skips ("authors") or after
@@ -8,9 +9,6 @@ the last three decoder convs ("paper").
 """
 
 from __future__ import annotations
-
-import dataclasses
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +22,8 @@ from vcam_harmonize.models.blocks import (
     SqueezeExcitation,
     StatsHook,
 )
+from vcam_harmonize.models.checkpoint import load_strict, read_weights
+from vcam_harmonize.models.config import CONFIGS, PAPER_PN_STEPS, PHNetConfig
 from vcam_harmonize.models.errors import InputError
 
 #: decoder step -> (kernel, stride, batch norm, leaky ReLU), as in the released network.
@@ -35,68 +35,6 @@ DECODER_STEPS = (
     (3, 1, False, True),
     (4, 2, False, False),
 )
-#: decoder steps whose output the "paper" configuration normalizes (layers 4, 5, 6).
-PAPER_PN_STEPS = (3, 4, 5)
-
-
-@dataclass(frozen=True)
-class PHNetConfig:
-    """What makes one PHNet.
-
-    Attributes:
-        widths: output channels of the six encoder convs (e0..e5).
-        grids: PN patch grids G. "authors": one per encoder skip, counted from the
-            end (the last one is built but never runs, as in the released network);
-            "paper": one per decoder layer 4, 5, 6.
-        norm: "authors" or "paper" PN arithmetic and placement.
-        pfe_grid: patch grid of the PFE.
-        output: "sigmoid" (the released head) or "residual" (a correction added to
-            the composite in logit space; starts as the identity).
-    """
-
-    widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
-    grids: tuple[int, ...] = (10, 5, 1)
-    norm: str = "authors"
-    pfe_grid: int = 5
-    output: str = "sigmoid"
-
-    def __post_init__(self):
-        if len(self.widths) != 6 or any(w < 1 for w in self.widths):
-            raise InputError(f"PHNet needs six positive encoder widths, got {self.widths}")
-        if self.norm not in ("authors", "paper"):
-            raise InputError(f"unknown PN style {self.norm!r}: use 'authors' or 'paper'")
-        if self.output not in ("sigmoid", "residual"):
-            raise InputError(f"unknown output head {self.output!r}: use 'sigmoid' or 'residual'")
-        if self.norm == "authors" and not 1 <= len(self.grids) <= 7:
-            raise InputError(f"'authors' PN needs 1 to 7 grids, got {self.grids}")
-        if self.norm == "paper" and len(self.grids) != len(PAPER_PN_STEPS):
-            raise InputError(f"'paper' PN needs {len(PAPER_PN_STEPS)} grids, got {self.grids}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PHNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"unknown PHNet config keys {sorted(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
-
-
-CONFIGS: dict[str, PHNetConfig] = {
-    # The released iHarmony4 network (best_iharmony.pth): 9,994,295 parameters.
-    "iharmony4": PHNetConfig(widths=(16, 32, 64, 128, 256, 512), grids=(10, 5, 1), pfe_grid=5),
-    # The released FFHQH networks (best_ffhqh256/512/1024.pth): 39,921,641 parameters.
-    "ffhqh": PHNetConfig(widths=(16, 64, 128, 256, 512, 1024), grids=(4, 3, 2, 1), pfe_grid=3),
-    # Sec. 4 as written: PN in decoder layers 4-6 with 9, 16, 25 patches, PFE of 25.
-    "paper": PHNetConfig(widths=(16, 32, 64, 128, 256, 512), grids=(3, 4, 5), norm="paper",
-                         pfe_grid=5),
-    # Real time on a laptop CPU: same family, narrow, residual output.
-    "lite": PHNetConfig(widths=(16, 24, 32, 48, 96, 128), grids=(4, 3, 2, 1), pfe_grid=3,
-                        output="residual"),
-}
 
 
 class ConvBlock(nn.Module):
@@ -136,7 +74,8 @@ class PHNet(nn.Module):
         )
         self.se = SqueezeExcitation(channels[6])
         if config.norm == "authors":
-            self.pfe = PatchFeatureExtractor(config.pfe_grid)
+            self.pfe = PatchFeatureExtractor(config.pfe_grid,
+                                             head_input=config.pfe_head_input)
         else:
             self.pfe = PaperFeatureExtractor(channels[6], config.pfe_grid)
         # Seven skip convs as released; the seventh (raw image) never runs.
@@ -178,10 +117,16 @@ class PHNet(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location: str | torch.device = "cpu") -> PHNet:
-        """Load the authors' released ``.pth`` files or our safetensors weight files."""
-        from vcam_harmonize.models.checkpoint import load_model
+        """Load the authors' released ``.pth`` files or our safetensors weight files.
 
-        return load_model(path, map_location)
+        The file gives the configuration (inferred from the tensor shapes of the authors'
+        files, read from the metadata of ours); any mismatch is an :class:`InputError`.
+        """
+        weights = read_weights(path, map_location)
+        model = cls(weights.config)
+        load_strict(model, weights.state_dict, weights.source)
+        model.use_pfe = weights.use_pfe
+        return model.eval()
 
     def forward(self, image: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         """image ``(N, 3, H, W)`` in [0, 1], mask ``(N, 1, H, W)`` -> ``(N, 3, H, W)`` in [0, 1].
@@ -233,6 +178,12 @@ class PHNet(nn.Module):
         if self.config.output == "residual":
             return torch.sigmoid(torch.logit(image, eps=1e-3) + x)
         return torch.sigmoid(x)
+
+
+def load_model(path, map_location: str | torch.device = "cpu") -> PHNet:
+    """Build and load a PHNet from an authors' ``.pth`` or our safetensors file
+    (:meth:`PHNet.from_checkpoint`), in eval mode."""
+    return PHNet.from_checkpoint(path, map_location)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,8 +1,15 @@
 """An independent NumPy (float64) rendering of the released PHNet forward pass.
 
-Written from the facts file's description, with plain loops where the library uses
-matrix tricks, so that the tests compare two different computations. It reads the
-authors' state-dict key names directly.
+Written from the facts file's description (shared/reference/phnet-official-code.md),
+with plain loops where the library uses matrix tricks, so that the tests compare two
+different computations. It reads the authors' state-dict key names directly.
+
+One fact the facts file gets wrong (issue 16): the PFE's conv head does not see the
+transferred image. The authors' harmonizer returns (composite, transferred) and their
+PFE block keeps the composite: the transferred foreground inside the mask and the
+zero-filled background divided by 255 outside it, blended by the mask. ``pfe_gate``
+renders that; ``head_input="transferred"`` renders the older reading (the bundled
+"lite" weights were trained with it).
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ def plain_stats(x):
     return flat.mean(axis=1), flat.std(axis=1, ddof=1)
 
 
-def pfe_gate(img, m, p, grid):
+def pfe_gate(img, m, p, grid, head_input="composite"):
     """The released PFE, reduced to its SE gate scalar."""
     fg, bg = img * m, img * (1 - m)
     mu_f, sd_f = plain_stats(fg)
@@ -116,14 +123,18 @@ def pfe_gate(img, m, p, grid):
     glob = (fg - col(mu_f)) * col(sd_b) / (col(sd_f) + EPS_PFE) + col(mu_b)
     gw = p["feature_extractor.patch_harmonizer.grid_weights"]
     transferred = gw[0] * local + gw[1] * glob
-    head = conv2d(np.concatenate([fg, transferred]), p["feature_extractor.head.0.weight"],
+    if head_input == "composite":
+        seen = m * transferred + (1 - m) * (bg / 255.0)
+    else:
+        seen = transferred
+    head = conv2d(np.concatenate([fg, seen]), p["feature_extractor.head.0.weight"],
                   p["feature_extractor.head.0.bias"], 1, 1)
     head = np.maximum(head, 0)
     return sigmoid(head.max(axis=(1, 2)).mean())
 
 
-def phnet_forward(img, m, p, grids, pfe_grid):
-    """img (3,H,W) in [0,1], m (H,W) binary, p: the authors' state dict as float64 arrays."""
+def phnet_forward(img, m, p, grids, pfe_grid, head_input="composite"):
+    """img (3,H,W) in [0,1], m (H,W) in [0,1], p: the authors' state dict as float64 arrays."""
     feats, masks, x = [], [m], img
     for k in range(6):
         stride = 2 if k % 2 == 0 else 1
@@ -135,7 +146,7 @@ def phnet_forward(img, m, p, grids, pfe_grid):
     y = x.mean(axis=(1, 2))
     y = np.maximum(p["SE_block.fc.0.weight"] @ y + p["SE_block.fc.0.bias"], 0)
     y = sigmoid(p["SE_block.fc.2.weight"] @ y + p["SE_block.fc.2.bias"])
-    s = pfe_gate(img, m, p, pfe_grid)
+    s = pfe_gate(img, m, p, pfe_grid, head_input)
     x = x * y[:, None, None] + x * s
     masks = masks[::-1]
     start = 7 - len(grids)

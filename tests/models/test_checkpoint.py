@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from vcam_harmonize.models import (
+    CONFIGS,
     InputError,
     PHNet,
     PHNetConfig,
     checkpoint,
+    default_weights_path,
     load_model,
     save_weights,
 )
@@ -169,3 +174,38 @@ def test_bad_safetensors_files_give_one_clear_error(tmp_path):
 def test_save_into_a_missing_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         save_weights(PHNet.from_config("lite"), tmp_path / "no" / "w.safetensors")
+
+
+def test_the_pfe_head_input_round_trips_and_older_files_keep_the_transferred_head(tmp_path):
+    model = PHNet.from_config("iharmony4").eval()
+    with torch.no_grad():
+        model.pfe.head[0].bias.add_(0.5)
+    path = save_weights(model, tmp_path / "new.safetensors")
+    assert load_model(path).config.pfe_head_input == "composite"
+    # a file written before the config recorded the head input
+    old_config = {k: v for k, v in model.config.to_dict().items() if k != "pfe_head_input"}
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    old = tmp_path / "old.safetensors"
+    save_file(state, str(old), metadata={"format": checkpoint.FORMAT_NAME,
+                                         "config": json.dumps(old_config)})
+    loaded = load_model(old)
+    assert loaded.config.pfe_head_input == "transferred" and loaded.pfe.head_input == "transferred"
+    image, mask = _pair()
+    with torch.no_grad():
+        model.pfe.head_input = "transferred"
+        torch.testing.assert_close(loaded(image, mask), model(image, mask), rtol=0, atol=0)
+
+
+def test_the_bundled_weights_load_as_the_lite_configuration():
+    model = load_model(default_weights_path())
+    assert model.config == CONFIGS["lite"]
+    assert model.pfe.head_input == "transferred" and model.use_pfe
+
+
+def test_checkpoint_does_not_import_the_network():
+    # one-way imports: phnet -> checkpoint -> config, never back
+    source = Path(checkpoint.__file__).read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom)}
+    assert "vcam_harmonize.models.config" in imported
+    assert "vcam_harmonize.models.phnet" not in imported

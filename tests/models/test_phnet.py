@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from tests.models import numpy_reference as ref
 from vcam_harmonize.models import CONFIGS, EMAStatistics, InputError, PHNet
+from vcam_harmonize.models.blocks import PatchFeatureExtractor
 from vcam_harmonize.models.checkpoint import to_authors_state_dict
 from vcam_harmonize.models.phnet import PHNetConfig, count_parameters
 
@@ -27,12 +30,69 @@ def _randomize(model: PHNet, seed: int = 0) -> PHNet:
     return model.eval()
 
 
-def _inputs(height: int, width: int, seed: int = 1):
+def _inputs(height: int, width: int, seed: int = 1, soft: bool = False):
+    """A random image and a rectangle mask; ``soft`` adds noise and clips it to [0, 1],
+    which leaves exact 0s and 1s and many values between them."""
     gen = torch.Generator().manual_seed(seed)
     image = torch.rand(1, 3, height, width, generator=gen)
     mask = torch.zeros(1, 1, height, width)
     mask[..., height // 4 : height - 3, width // 5 : (3 * width) // 4] = 1
+    if soft:
+        mask = (mask + 0.6 * torch.rand(mask.shape, generator=gen) - 0.3).clamp(0, 1)
     return image, mask
+
+
+#: a square and a non-square input per released layout (multiples of 8, as the
+#: authors' network needs).
+RELEASED_SIZES = {"iharmony4": {"square": (48, 48), "non-square": (40, 64)},
+                  "ffhqh": {"square": (32, 32), "non-square": (32, 56)}}
+
+
+def _amplify_decoder(model: PHNet, gain: float = 1.5) -> PHNet:
+    """Scale the skip and decoder convs so the bottleneck reaches the output.
+
+    At the default init each decoder layer shrinks the signal, so the bottleneck (and
+    the PFE gate on it) hardly reaches the output: dropping the gate moves it by ~3e-6.
+    With a gain of 1.5 that is ~4e-4 while the output stays in about [0.2, 0.8], far
+    from sigmoid saturation, like a trained network.
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("skips.", "decoder.")) and name.endswith("conv.weight"):
+                p.mul_(gain)
+    return model
+
+
+@pytest.fixture(scope="module", params=sorted(RELEASED_SIZES))
+def released(request, tmp_path_factory):
+    """(name, the network loaded from a released-format file in float32 and in float64,
+    that file's tensors as float64 arrays), parameters moved off their initial values."""
+    name = request.param
+    path = tmp_path_factory.mktemp(name) / "released.pth"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = _amplify_decoder(_randomize(PHNet.from_config(name)))
+    torch.save(to_authors_state_dict(model), path)
+    loaded = PHNet.from_checkpoint(path)
+    params = {k: v.double().numpy() for k, v in torch.load(path, weights_only=True).items()}
+    path.unlink()
+    yield name, loaded, copy.deepcopy(loaded).double(), params
+
+
+def _compare(released, shape: str, soft: bool, dtype: torch.dtype,
+             head_input: str = "composite") -> float:
+    """Max |ours - the NumPy rendering| on one input."""
+    name, model32, model64, params = released
+    image, mask = _inputs(*RELEASED_SIZES[name][shape], soft=soft)
+    model = model64 if dtype == torch.float64 else model32
+    with torch.no_grad():
+        ours = model(image.to(dtype), mask.to(dtype))[0].double().numpy()
+    config = CONFIGS[name]
+    expected = ref.phnet_forward(image[0].double().numpy(), mask[0, 0].double().numpy(), params,
+                                 config.grids, config.pfe_grid, head_input)
+    assert ours.shape == expected.shape
+    assert np.abs(ours - image[0].double().numpy()).max() > 1e-3  # the network did change it
+    return float(np.abs(ours - expected).max())
 
 
 @pytest.mark.parametrize("name,count", [("iharmony4", 9_994_295), ("ffhqh", 39_921_641)])
@@ -44,23 +104,63 @@ def test_lite_is_small():
     assert count_parameters(PHNet.from_config("lite")) <= 2_500_000
 
 
-@pytest.mark.parametrize("name,size", [("iharmony4", (48, 48)), ("iharmony4", (40, 64)),
-                                       ("ffhqh", (32, 56))])
-def test_released_networks_match_the_numpy_rendering(name, size, tmp_path):
-    model = _randomize(PHNet.from_config(name))
-    path = tmp_path / "released.pth"
-    torch.save(to_authors_state_dict(model), path)
-    loaded = PHNet.from_checkpoint(path)
-    image, mask = _inputs(*size)
+@pytest.mark.parametrize("shape", ["square", "non-square"])
+@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
+def test_released_networks_match_the_numpy_rendering_in_float64(released, shape, soft):
+    assert _compare(released, shape, soft, torch.float64) <= 1e-9
+
+
+@pytest.mark.parametrize("shape", ["square", "non-square"])
+@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
+def test_released_networks_match_the_numpy_rendering_in_float32(released, shape, soft):
+    assert _compare(released, shape, soft, torch.float32) <= 1e-5
+
+
+@pytest.mark.parametrize("shape", ["square", "non-square"])
+def test_the_float64_check_tells_the_pfe_head_inputs_apart(released, shape):
+    # the head that sees the transferred image alone (the old reading) is a different
+    # network: 1e-6 to 2e-5 away here, far outside the float64 tolerance
+    assert _compare(released, shape, True, torch.float64, head_input="transferred") > 1e-7
+    _, _, model64, _ = released
+    image, mask = (t.double() for t in _inputs(*RELEASED_SIZES[released[0]][shape], soft=True))
     with torch.no_grad():
-        ours = loaded(image, mask)[0].numpy()
-    params = {k: v.double().numpy() for k, v in torch.load(path, weights_only=True).items()}
-    config = CONFIGS[name]
-    expected = ref.phnet_forward(image[0].double().numpy(), mask[0, 0].double().numpy(), params,
-                                 config.grids, config.pfe_grid)
-    assert ours.shape == expected.shape
-    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
-    assert np.abs(ours - image[0].numpy()).max() > 1e-3  # the network did change the image
+        gated = model64(image, mask)
+        model64.use_pfe = False
+        try:
+            ungated = model64(image, mask)
+        finally:
+            model64.use_pfe = True
+    assert (gated - ungated).abs().max() > 1e-4  # the PFE gate reaches the output
+
+
+@pytest.mark.parametrize("head_input", ["composite", "transferred"])
+@pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
+def test_pfe_gate_matches_the_numpy_rendering_for_each_head_input(head_input, soft):
+    pfe = PatchFeatureExtractor(3, head_input=head_input).double()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in pfe.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    image, mask = _inputs(30, 44, soft=soft)
+    image, mask = image.double(), mask.double()
+    with torch.no_grad():
+        ours = pfe(image, mask).item()
+    params = {"feature_extractor.patch_harmonizer.grid_weights": pfe.mix.detach().numpy(),
+              "feature_extractor.head.0.weight": pfe.head[0].weight.detach().numpy(),
+              "feature_extractor.head.0.bias": pfe.head[0].bias.detach().numpy()}
+    args = (image[0].numpy(), mask[0, 0].numpy(), params, 3)
+    assert abs(ours - ref.pfe_gate(*args, head_input)) <= 1e-12
+    other = "transferred" if head_input == "composite" else "composite"
+    assert abs(ours - ref.pfe_gate(*args, other)) > 1e-6
+
+
+def test_released_layouts_use_the_authors_pfe_head_and_lite_keeps_its_own():
+    assert CONFIGS["iharmony4"].pfe_head_input == CONFIGS["ffhqh"].pfe_head_input == "composite"
+    assert PHNetConfig().pfe_head_input == "composite"
+    assert PHNet.from_config("ffhqh").pfe.head_input == "composite"
+    assert PHNet.from_config("lite").pfe.head_input == "transferred"
+    with pytest.raises(InputError, match="unknown PFE head input"):
+        PHNetConfig(pfe_head_input="image")
 
 
 @pytest.mark.parametrize("name", ["iharmony4", "ffhqh", "paper", "lite"])
