@@ -64,15 +64,27 @@ class _Task:
 
 @functools.lru_cache(maxsize=1)
 def _segmenter():
-    """MediaPipe's selfie segmenter (general model), one per process."""
-    import mediapipe as mp
+    """MediaPipe's selfie segmenter (the general model the package bundles), one per
+    process, through the Tasks API that every supported mediapipe has."""
+    from importlib.resources import files
 
-    return mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    model = files("vcam_harmonize") / "assets" / "segmentation" / "selfie_segmentation.tflite"
+    options = vision.ImageSegmenterOptions(
+        base_options=BaseOptions(model_asset_path=str(model)),
+        running_mode=vision.RunningMode.IMAGE, output_confidence_masks=True,
+        output_category_mask=False)
+    return vision.ImageSegmenter.create_from_options(options)
 
 
 def person_mask(image: np.ndarray) -> np.ndarray:
     """Binary person mask ``(H, W)`` bool of an ``(H, W, 3)`` uint8 RGB photo (MediaPipe)."""
-    return _segmenter().process(image).segmentation_mask > 0.5
+    import mediapipe as mp
+
+    frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+    confidence = _segmenter().segment(frame).confidence_masks[0].numpy_view()
+    return confidence.reshape(image.shape[:2]) > 0.5  # (H, W) or, from mediapipe 1.x, (H, W, 1)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

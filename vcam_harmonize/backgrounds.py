@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import struct
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 
 from vcam_harmonize.models.errors import InputError
-from vcam_harmonize.models.images import cover_crop, read_image
+from vcam_harmonize.models.images import MAX_PIXELS, cover_crop, read_image
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,58 @@ _ASSETS = Path(__file__).parent / "assets" / "backgrounds"
 _MAX_SKIPPED_FRAMES = 4
 _BLUR_WORK_SIGMA = 2.0
 _BLUR_WEIGHT_FLOOR = 1e-3
+
+
+#: TIFF header byte orders, and the IFD layouts of classic TIFF (42) and BigTIFF (43):
+#: (offset format, entry-count format, entry size, value format per field type).
+_TIFF_ORDERS = {b"II": "<", b"MM": ">"}
+_TIFF_LAYOUTS = {42: ("I", "H", 12, {3: "H2x", 4: "I"}), 43: ("Q", "Q", 20, {3: "H6x", 4: "I4x",
+                                                                           16: "Q"})}
+_TIFF_WIDTH, _TIFF_HEIGHT = 256, 257
+
+
+def tiff_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the first image in a TIFF or BigTIFF file, read from its header
+    and first directory only (so a decompression bomb is refused before decoding); None
+    for other files or a header cut short."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        order = _TIFF_ORDERS.get(head[:2])
+        if order is None or len(head) < 16:
+            return None
+        version = struct.unpack(order + "H", head[2:4])[0]
+        if version not in _TIFF_LAYOUTS:
+            return None
+        offset_fmt, count_fmt, entry_size, value_fmts = _TIFF_LAYOUTS[version]
+        first = head[4:8] if version == 42 else head[8:16]
+        f.seek(struct.unpack(order + offset_fmt, first)[0])
+        count_bytes = f.read(struct.calcsize(count_fmt))
+        if len(count_bytes) < struct.calcsize(count_fmt):
+            return None
+        sizes = {}
+        for _ in range(min(struct.unpack(order + count_fmt, count_bytes)[0], 4096)):
+            entry = f.read(entry_size)
+            if len(entry) < entry_size:
+                return None
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag in (_TIFF_WIDTH, _TIFF_HEIGHT) and kind in value_fmts:
+                value_at = 8 if version == 42 else 12
+                sizes[tag] = struct.unpack(order + value_fmts[kind], entry[value_at:])[0]
+        if _TIFF_WIDTH in sizes and _TIFF_HEIGHT in sizes:
+            return sizes[_TIFF_WIDTH], sizes[_TIFF_HEIGHT]
+    return None
+
+
+def _refuse_tiff_bomb(path: Path) -> None:
+    """InputError for a TIFF whose header declares more than ``MAX_PIXELS`` pixels (the
+    PNG, JPEG, BMP and WebP headers are checked by ``read_image`` itself)."""
+    try:
+        size = tiff_size(path)
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}; check the path") from None
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InputError(f"image {path} is {size[0]}x{size[1]} pixels, over the "
+                         f"{MAX_PIXELS // 1_000_000} megapixel limit; use a smaller image")
 
 
 def default_backgrounds() -> list[Path]:
@@ -196,6 +249,7 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> Background:
     if path.stat().st_size == 0:
         raise InputError(f"background file {path} is empty (0 bytes)")
     if path.suffix.lower() != ".gif" and cv2.haveImageReader(str(path)):
+        _refuse_tiff_bomb(path)
         return StillBackground(str(path), read_image(path), size)
     return VideoBackground(path, size)
 

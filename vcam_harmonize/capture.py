@@ -4,12 +4,18 @@
 through a one-slot buffer, so a slow consumer never sees stale frames. Video files loop
 (paced at their frame rate unless ``paced=False``); a camera that stops delivering is
 reopened with a growing back-off while the thread keeps running.
+
+Cameras are asked for MJPG first: most UVC webcams deliver 720p or 1080p at 30 fps only
+in MJPG, and at 5-10 fps in their default YUYV. A camera that refuses MJPG keeps its
+default format. What the camera agreed to is :attr:`Capture.negotiated`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import struct
 import sys
 import threading
 import time
@@ -28,6 +34,14 @@ log = logging.getLogger(__name__)
 _BACKOFF_START_S = 0.5
 _BACKOFF_MAX_S = 5.0
 _JOIN_TIMEOUT_S = 2.0
+#: the format asked of cameras first.
+PREFERRED_FOURCC = "MJPG"
+#: the driver name v4l2loopback devices (virtual cameras, ours among them) report.
+LOOPBACK_DRIVER = "v4l2 loopback"
+#: where the V4L2 device nodes are (Linux).
+DEV = Path("/dev")
+_V4L2_CAPABILITY = struct.Struct("16s32s32sIII12x")  # struct v4l2_capability
+_VIDIOC_QUERYCAP = 0x80685600  # _IOR('V', 0, struct v4l2_capability)
 
 
 class Frame(NamedTuple):
@@ -36,6 +50,18 @@ class Frame(NamedTuple):
     image: np.ndarray
     index: int
     timestamp: float
+
+
+class CameraFormat(NamedTuple):
+    """What a camera (or video file) delivers: FourCC code, frame size and frame rate."""
+
+    fourcc: str
+    width: int
+    height: int
+    fps: float
+
+    def __str__(self) -> str:
+        return f"{self.fourcc} {self.width}x{self.height} @ {self.fps:g} fps"
 
 
 class FrameSource(Protocol):
@@ -62,22 +88,98 @@ def _camera_index(source: int | str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def list_cameras(max_index: int = 10) -> list[int]:
-    """Indices below ``max_index`` of the cameras that open and deliver a frame.
+def decode_fourcc(code: float) -> str:
+    """The four characters of an OpenCV ``CAP_PROP_FOURCC`` value; "?" if it has none."""
+    chars = "".join(chr((int(code) >> (8 * i)) & 0xFF) for i in range(4))
+    return chars.strip() if chars.isprintable() and chars.strip() else "?"
 
-    On Linux only indices with a ``/dev/videoN`` node are tried, which keeps this quick.
+
+def negotiate(cap: cv2.VideoCapture, width: int | None = None, height: int | None = None,
+              fps: float | None = None, fourcc: str | None = PREFERRED_FOURCC) -> CameraFormat:
+    """Ask an open camera for ``fourcc`` (MJPG; None: its default format) at ``width`` x
+    ``height`` and ``fps``; return what it agreed to.
+
+    The FourCC goes first, because V4L2 drivers offer sizes and rates per format. A
+    camera that refuses it keeps its own default format (OpenCV's V4L2 backend puts the
+    old one back), and the size and rate are then asked in that format.
+    """
+    if fourcc:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+    for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, width), (cv2.CAP_PROP_FRAME_HEIGHT, height),
+                        (cv2.CAP_PROP_FPS, fps)):
+        if value:
+            cap.set(prop, value)
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return current_format(cap)
+
+
+def current_format(cap: cv2.VideoCapture) -> CameraFormat:
+    """The format an open ``cv2.VideoCapture`` reports (a file: its codec, size and rate)."""
+    return CameraFormat(decode_fourcc(cap.get(cv2.CAP_PROP_FOURCC)),
+                        int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                        int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                        round(float(cap.get(cv2.CAP_PROP_FPS)), 2))
+
+
+def v4l2_driver(device: str | Path) -> str | None:
+    """The driver name a V4L2 device reports (``VIDIOC_QUERYCAP``), e.g. "uvcvideo" or
+    "v4l2 loopback"; None where it cannot be asked (not Linux, no such device)."""
+    try:
+        import fcntl  # POSIX only
+    except ImportError:
+        return None
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        data = bytearray(_V4L2_CAPABILITY.size)
+        fcntl.ioctl(fd, _VIDIOC_QUERYCAP, data, True)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return _V4L2_CAPABILITY.unpack(data)[0].split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def _candidate_indices(max_index: int) -> list[int]:
+    """Camera indices worth trying: on Linux the ``/dev/videoN`` nodes that exist and are
+    no v4l2loopback device (a virtual camera is an output, ours among them, and reading
+    one that nobody writes to blocks for seconds); elsewhere every index."""
+    if not sys.platform.startswith("linux"):
+        return list(range(max_index))
+    return [index for index in range(max_index)
+            if (DEV / f"video{index}").exists()
+            and v4l2_driver(DEV / f"video{index}") != LOOPBACK_DRIVER]
+
+
+def probe_cameras(max_index: int = 10, width: int | None = None, height: int | None = None,
+                  fps: float | None = None) -> list[tuple[int, CameraFormat]]:
+    """The cameras below ``max_index`` that open and deliver a frame, each with the format
+    it agreed to for ``width`` x ``height`` at ``fps`` (asked as :class:`Capture` asks).
+
+    Virtual cameras (v4l2loopback devices, such as our own output) are not listed.
     """
     found = []
-    for index in range(max_index):
-        if sys.platform == "linux" and not Path(f"/dev/video{index}").exists():
-            continue
+    for index in _candidate_indices(max_index):
         cap = cv2.VideoCapture(index)
         try:
-            if cap.isOpened() and cap.read()[0]:
-                found.append(index)
+            if not cap.isOpened():
+                continue
+            agreed = negotiate(cap, width, height, fps)
+            ok, frame = cap.read()
+            if ok and frame is not None:
+                found.append((index, agreed._replace(width=frame.shape[1],
+                                                     height=frame.shape[0])))
         finally:
             cap.release()
     return found
+
+
+def list_cameras(max_index: int = 10) -> list[int]:
+    """Indices below ``max_index`` of the cameras that open and deliver a frame (virtual
+    cameras left out; see :func:`probe_cameras`)."""
+    return [index for index, _ in probe_cameras(max_index)]
 
 
 class Capture:
@@ -94,7 +196,9 @@ class Capture:
             only the newest; for benchmarks and exact frame counts.
 
     ``state`` is ``"running"``, ``"reconnecting"`` or ``"stopped"``; ``fps`` is the
-    measured delivery rate. Use as a context manager or call ``start()``/``stop()``.
+    measured delivery rate; ``negotiated`` is the :class:`CameraFormat` the camera agreed
+    to (a file's codec, size and rate), None before it opened. Use as a context manager
+    or call ``start()``/``stop()``.
     """
 
     def __init__(
@@ -112,6 +216,7 @@ class Capture:
         self.paced = paced
         self.index = _camera_index(source)
         self.state = "stopped"
+        self.negotiated: CameraFormat | None = None
         self._cap: cv2.VideoCapture | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -192,23 +297,29 @@ class Capture:
         self.stop()
 
     def _open(self) -> cv2.VideoCapture | None:
-        """A ready ``cv2.VideoCapture`` for the source, or None if it won't open."""
+        """A ready ``cv2.VideoCapture`` for the source, or None if it won't open; sets
+        :attr:`negotiated`."""
+        cap = cv2.VideoCapture(str(self.source) if self.is_file else self.index)
+        if not cap.isOpened():
+            cap.release()
+            return None
         if self.is_file:
-            cap = cv2.VideoCapture(str(self.source))
-        else:
-            cap = cv2.VideoCapture(self.index)
-            for prop, value in (
-                (cv2.CAP_PROP_FRAME_WIDTH, self.width),
-                (cv2.CAP_PROP_FRAME_HEIGHT, self.height),
-                (cv2.CAP_PROP_FPS, self.requested_fps),
-            ):
-                if value:
-                    cap.set(prop, value)
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        if cap.isOpened():
+            self.negotiated = current_format(cap)
             return cap
-        cap.release()
-        return None
+        self.negotiated = negotiate(cap, self.width, self.height, self.requested_fps)
+        if self.negotiated.fourcc == PREFERRED_FOURCC and not cap.grab():
+            # it took MJPG but delivers nothing in it: start over in its default format
+            cap.release()
+            cap = cv2.VideoCapture(self.index)
+            if not cap.isOpened():
+                cap.release()
+                return None
+            self.negotiated = negotiate(cap, self.width, self.height, self.requested_fps,
+                                        fourcc=None)
+        if self.negotiated.fourcc != PREFERRED_FOURCC:
+            log.debug("camera %s gives no %s; using its default format: %s",
+                     self.source, PREFERRED_FOURCC, self.negotiated)
+        return cap
 
     def _open_failure_message(self) -> str:
         if self.is_file:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -11,11 +12,16 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from typing import TextIO
 
 from vcam_harmonize.config import CameraConfig, load_toml
 from vcam_harmonize.models.errors import InputError, run_front_end
 
 log = logging.getLogger("vcam_harmonize")
+
+#: what Pipeline gets instead of a segmenter until the inputs are checked (see run()).
+_SEGMENTER_LATER = object()
 
 #: flags that map one-to-one onto CameraConfig fields.
 _FIELD_FLAGS = ("device", "res", "width", "height", "fps", "background", "strength",
@@ -76,8 +82,10 @@ def config_from_args(args: argparse.Namespace) -> CameraConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vcam_harmonize.capture import Capture
     from vcam_harmonize.pipeline import Pipeline
-    from vcam_harmonize.sinks import make_sinks
+    from vcam_harmonize.segmentation import PersonSegmenter
+    from vcam_harmonize.sinks import VideoFileSink, make_sinks
 
     if args.frames < 0:
         raise InputError("--frames must be 0 (run until stopped) or more")
@@ -90,16 +98,25 @@ def run(args: argparse.Namespace) -> int:
                           paced=config.output in ("virtualcam", "window"))
     frames = args.frames or (int(6 * config.fps) if args.demo and
                              config.output not in ("virtualcam", "window") else 0)
-    # the camera and the settings are checked before the virtual device is opened
-    pipeline = Pipeline(config, [], source=source, max_frames=frames,
-                        lossless=source is not None and not source.paced)
-    pipeline.source.start()
+    # Fail fast, in this order: the settings (above), the background and the weights
+    # (Pipeline loads them), an output file's folder, the camera, then the segmenter;
+    # the sinks (the virtual device, or the output file itself) come last.
+    pipeline = Pipeline(config, [], segmenter=_SEGMENTER_LATER, source=source,
+                        max_frames=frames, lossless=source is not None and not source.paced)
     try:
+        if config.output not in ("virtualcam", "window"):
+            VideoFileSink(config.output, config.fps).close()  # checks the folder, writes nothing
+        pipeline.source.start()
+        with native_stderr_silenced(enabled=not args.verbose):
+            pipeline.segmenter = PersonSegmenter.from_config(config)
         sinks = make_sinks(config)
     except BaseException:
         pipeline.stop()
         raise
     pipeline.sinks = sinks
+    if isinstance(pipeline.source, Capture):
+        print(f"vcam-harmonize: input {config.device} gives {pipeline.source.negotiated}",
+              file=sys.stderr)
     stop = threading.Event()
 
     def _on_signal(signum, _frame):
@@ -121,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
                 break
             if args.stats and time.monotonic() - last_print >= 1.0:
                 last_print = time.monotonic()
-                print(json.dumps(_rounded(pipeline.stats())), file=sys.stderr)
+                stats = _rounded(pipeline.stats())
+                if isinstance(pipeline.source, Capture) and pipeline.source.negotiated:
+                    stats["input"] = pipeline.source.negotiated._asdict()
+                print(json.dumps(stats), file=sys.stderr)
     finally:
         pipeline.stop()
     stats = pipeline.stats()
@@ -146,22 +166,84 @@ def _rounded(stats: dict) -> dict:
     return out
 
 
-def list_devices() -> int:
-    from vcam_harmonize.capture import list_cameras
+def list_devices(config: CameraConfig) -> int:
+    """``--list-devices``: the cameras that open (virtual cameras left out), each with the
+    format it agrees to for the configured size and rate."""
+    from vcam_harmonize.capture import PREFERRED_FOURCC, probe_cameras
 
-    cameras = list_cameras()
-    print("cameras that open: " + (", ".join(map(str, cameras)) if cameras else "none"))
+    cameras = probe_cameras(width=config.width, height=config.height, fps=config.fps)
+    if not cameras:
+        print("cameras that open: none")
+        return 0
+    print(f"cameras that open (asked for {PREFERRED_FOURCC} {config.width}x{config.height} "
+          f"@ {config.fps:g} fps):")
+    for index, agreed in cameras:
+        print(f"  {index}: {agreed}")
     return 0
 
 
 def quiet_native_logs() -> None:
     """Keep OpenCV's, FFmpeg's and MediaPipe's own log lines off the terminal (set before
     they load; a user's own settings of these variables win): every failure reaches the
-    user as our one ``error:`` line instead."""
+    user as our one ``error:`` line instead. What MediaPipe and TensorFlow Lite print
+    while a segmenter starts obeys none of these: :func:`native_stderr_silenced`."""
     for name, value in (("OPENCV_LOG_LEVEL", "OFF"), ("OPENCV_FFMPEG_LOGLEVEL", "-8"),
                         ("GLOG_minloglevel", "2"), ("TF_CPP_MIN_LOG_LEVEL", "2")):
         os.environ.setdefault(name, value)
+    if os.environ["OPENCV_LOG_LEVEL"] == "OFF":  # cv2 is loaded by now: tell it directly
+        import cv2
+
+        opencv_logging = getattr(cv2.utils, "logging", None)  # OpenCV 5
+        if opencv_logging is not None:
+            opencv_logging.setLogLevel(opencv_logging.LOG_LEVEL_SILENT)
+        elif hasattr(cv2, "setLogLevel"):  # OpenCV 4
+            cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
     warnings.filterwarnings("ignore", message="MessageFactory class is deprecated")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Meanwhile, send what native code writes to file descriptor 2 to the null device:
+    MediaPipe's absl lines and TensorFlow Lite's, printed while a segmenter starts, obey
+    no log level. Python's own ``sys.stderr`` (our messages, logging, warnings) goes on
+    to the terminal. ``enabled=False`` (``--verbose``) changes nothing."""
+    if not enabled:
+        yield
+        return
+    original = sys.stderr
+    try:
+        python_on_fd2 = original.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # replaced, e.g. by a test's capture
+        python_on_fd2 = False
+    original.flush()
+    saved = os.dup(2)
+    if python_on_fd2:  # Python's writes go to a copy of the real descriptor meanwhile
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=original.encoding,
+                          errors=original.errors)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        if python_on_fd2:
+            sys.stderr.close()
+            sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A log handler that writes to whatever ``sys.stderr`` is at the time (it is
+    swapped while :func:`native_stderr_silenced` holds file descriptor 2)."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,12 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["doctor"]:
         from vcam_harmonize.doctor import doctor
 
-        return doctor(argv[1:])
+        # doctor writes to stdout; what its checks start natively stays off the terminal
+        with native_stderr_silenced(enabled="-v" not in argv and "--verbose" not in argv):
+            return doctor(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    return run_front_end(lambda: list_devices() if args.list_devices else run(args),
-                         "vcam-harmonize: interrupted")
+                        format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[_StderrHandler()])
+    return run_front_end(
+        lambda: list_devices(config_from_args(args)) if args.list_devices else run(args),
+        "vcam-harmonize: interrupted")
 
 
 def entry() -> None:

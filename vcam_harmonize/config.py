@@ -26,6 +26,10 @@ __all__ = ["APP_NAME", "CameraConfig", "InputError", "load_toml", "save_toml",
            "settings_path"]
 
 APP_NAME = "vcam-harmonize"
+#: the largest frame side and frame (8K UHD, either way round): cameras and the virtual
+#: camera stay far below; beyond it the frame buffers alone would take gigabytes.
+MAX_SIDE = 7680
+MAX_PIXELS = 7680 * 4320
 
 
 @dataclass
@@ -58,7 +62,10 @@ class CameraConfig:
     def validate(self) -> CameraConfig:
         """Range checks; returns self."""
         checks = [
-            (self.width >= 16 and self.height >= 16, "width and height must be at least 16"),
+            (16 <= self.width <= MAX_SIDE and 16 <= self.height <= MAX_SIDE
+             and self.width * self.height <= MAX_PIXELS,
+             f"width and height must be 16 to {MAX_SIDE} px and at most 7680x4320 in all "
+             f"(got {self.width}x{self.height})"),
             (0 < self.fps <= 240, "fps must be in (0, 240]"),
             (0.0 <= self.strength <= 1.0, "strength must be in [0, 1]"),
             (0.0 <= self.smoothing < 1.0, "smoothing must be in [0, 1)"),

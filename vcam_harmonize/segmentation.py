@@ -1,8 +1,10 @@
 """Person mask from MediaPipe selfie segmentation, smoothed over time and refined at edges.
 
-The model files ship inside the mediapipe 0.10.21 wheel (``modules/selfie_segmentation``),
-so nothing is downloaded. The mask is computed, smoothed and refined at a reduced working
-size (height <= 360 px) and upsampled once to the frame size.
+The two selfie-segmentation models (Apache-2.0, from the mediapipe 0.10.21 wheel; later
+mediapipe releases ship no models) are bundled in ``assets/segmentation`` and run with
+MediaPipe's Tasks API (``vision.ImageSegmenter``), which every mediapipe from 0.10.21 on
+has, so nothing is downloaded. The mask is computed, smoothed and refined at a reduced
+working size (height <= 360 px) and upsampled once to the frame size.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,7 +20,10 @@ import numpy as np
 from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models.errors import InputError
 
-MEDIAPIPE_VERSION = "0.10.21"
+if TYPE_CHECKING:
+    from vcam_harmonize.config import CameraConfig
+
+MODEL_DIR = Path(__file__).parent / "assets" / "segmentation"
 MODEL_FILES = {
     "landscape": "selfie_segmentation_landscape.tflite",
     "general": "selfie_segmentation.tflite",
@@ -44,21 +50,22 @@ def _import_mediapipe():
 
 
 def model_path(model: str = "landscape") -> Path:
-    """Path of the selfie-segmentation ``.tflite`` inside the installed mediapipe package."""
+    """Path of the bundled selfie-segmentation ``.tflite`` for ``model``."""
     if model not in MODEL_FILES:
         raise InputError(f"unknown segmentation model {model!r}; choose one of {list(MODEL_FILES)}")
-    install = f"install it with: pip install mediapipe=={MEDIAPIPE_VERSION}"
-    try:
-        mediapipe = _import_mediapipe()
-    except ImportError as err:
-        raise InputError(f"mediapipe is not installed; {install}") from err
-    path = Path(mediapipe.__file__).parent / "modules" / "selfie_segmentation" / MODEL_FILES[model]
+    path = MODEL_DIR / MODEL_FILES[model]
     if not path.is_file():
-        raise InputError(
-            f"mediapipe {mediapipe.__version__} does not ship {path.name} "
-            f"(only {MEDIAPIPE_VERSION} does); {install}"
-        )
+        raise InputError(f"the bundled segmentation model {path} is missing; reinstall "
+                         "vcam-harmonize (pip install --force-reinstall vcam-harmonize)")
     return path
+
+
+def confidence_to_mask(confidence: np.ndarray) -> np.ndarray:
+    """MediaPipe's person confidence as a float32 (H, W) copy: mediapipe 0.10.21 gives
+    (H, W), the 0.10.30+ and 1.x releases (H, W, 1)."""
+    if confidence.ndim == 3:
+        confidence = confidence[..., 0]
+    return np.array(confidence, dtype=np.float32)
 
 
 def smooth_mask(previous: np.ndarray, current: np.ndarray, smoothing: float) -> np.ndarray:
@@ -120,8 +127,12 @@ class PersonSegmenter:
         if feather < 0:
             raise InputError(f"mask feather must be >= 0 px, got {feather}")
         path = model_path(model)
-        self._mp = _import_mediapipe()
-        from mediapipe.tasks.python import BaseOptions, vision
+        try:
+            self._mp = _import_mediapipe()
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError as err:
+            raise InputError(f"mediapipe does not import ({err}); install it with: "
+                             "pip install mediapipe") from None
 
         options = vision.ImageSegmenterOptions(
             base_options=BaseOptions(model_asset_path=str(path)),
@@ -130,10 +141,18 @@ class PersonSegmenter:
             output_category_mask=False,
         )
         self._segmenter = vision.ImageSegmenter.create_from_options(options)
-        self.model, self.smoothing, self.refine = model, smoothing, refine
+        self.model, self.model_file = model, path
+        self.smoothing, self.refine = smoothing, refine
         self.threshold, self.feather = threshold, feather
         self._timestamp_ms = -1
         self._mask: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, config: CameraConfig) -> PersonSegmenter:
+        """The segmenter the settings ask for (model, mask smoothing, refinement,
+        threshold, feather)."""
+        return cls(config.segmentation_model, config.mask_smoothing, config.refine,
+                   config.mask_threshold or None, config.feather)
 
     def segment(self, frame: np.ndarray) -> np.ndarray:
         """Person mask for ``frame`` (uint8 RGB (H, W, 3)) as float32 (H, W) in [0, 1]."""
@@ -178,8 +197,7 @@ class PersonSegmenter:
         self._timestamp_ms = max(self._timestamp_ms + 1, int(time.monotonic() * 1000))
         image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
         result = self._segmenter.segment_for_video(image, self._timestamp_ms)
-        confidence = result.confidence_masks[0].numpy_view()
-        return np.array(confidence, dtype=np.float32).reshape(rgb.shape[:2])
+        return confidence_to_mask(result.confidence_masks[0].numpy_view())
 
     def _binarized(self, mask: np.ndarray) -> np.ndarray:
         """``mask`` cut at ``threshold`` to exactly 0 or 1 (unchanged without threshold)."""

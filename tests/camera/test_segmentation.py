@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -63,8 +67,51 @@ def test_bad_settings_and_missing_model_are_input_errors(monkeypatch):
     with pytest.raises(InputError, match="smoothing"):
         PersonSegmenter(smoothing=1.5)
     monkeypatch.setitem(segmentation.MODEL_FILES, "landscape", "no_such_model.tflite")
-    with pytest.raises(InputError, match="pip install mediapipe==0.10.21"):
+    with pytest.raises(InputError, match="bundled segmentation model .* is missing; reinstall"):
         PersonSegmenter()
+
+
+def test_without_mediapipe_the_segmenter_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # `import mediapipe` fails
+    with pytest.raises(InputError, match="pip install mediapipe"):
+        PersonSegmenter()
+
+
+BUNDLED = {  # name: (bytes, sha256), as the mediapipe 0.10.21 wheel ships them
+    "selfie_segmentation.tflite": (
+        249505, "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"),
+    "selfie_segmentation_landscape.tflite": (
+        250145, "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd"),
+}
+
+
+@pytest.mark.parametrize("model", ["landscape", "general"])
+def test_the_bundled_model_is_found_without_mediapipes_own_package(model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # its package is not looked at
+    path = segmentation.model_path(model)
+    package = Path(segmentation.__file__).parent
+    assert path.parent == package / "assets" / "segmentation"
+    size, digest = BUNDLED[path.name]
+    assert path.stat().st_size == size
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    notice = (path.parent / "NOTICE.md").read_text()
+    assert "Apache License" in notice and digest in notice
+    assert "Apache License" in (path.parent / "LICENSE").read_text()
+
+
+def test_the_segmenter_runs_the_bundled_file(segmenter):
+    import mediapipe
+
+    assert segmenter.model_file == segmentation.model_path("landscape")
+    assert Path(mediapipe.__file__).parent not in segmenter.model_file.parents
+
+
+def test_confidence_masks_of_both_mediapipe_lines_become_h_by_w():
+    flat = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)  # mediapipe 0.10.21
+    for confidence in (flat, flat[..., None]):  # (H, W, 1): mediapipe 0.10.30+ and 1.x
+        mask = segmentation.confidence_to_mask(confidence)
+        assert mask.shape == (3, 4) and mask.dtype == np.float32
+        assert np.array_equal(mask, flat) and not np.shares_memory(mask, confidence)
 
 
 def test_mediapipe_opencv_threads_default_to_one_and_a_user_setting_is_kept(monkeypatch):
