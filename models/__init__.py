@@ -2,14 +2,28 @@
 
 ``PHNet.from_config(name)`` builds a named configuration; ``PHNet.from_checkpoint(path)``
 loads the authors' released files or our own safetensors weights.
+
+The names below are imported on first use, so that importing a light module of this
+package (``vcam_harmonize.models.errors``, which every front end needs to report bad
+input) does not load PyTorch: a bad command line is answered before that happens.
 """
 
-from vcam_harmonize.models.checkpoint import save_weights
-from vcam_harmonize.models.config import CONFIGS, PHNetConfig
-from vcam_harmonize.models.errors import InputError
-from vcam_harmonize.models.phnet import PHNet, load_model
-from vcam_harmonize.models.streaming import EMAStatistics
-from vcam_harmonize.models.weights import default_weights_path
+from __future__ import annotations
 
-__all__ = ["CONFIGS", "EMAStatistics", "InputError", "PHNet", "PHNetConfig",
-           "default_weights_path", "load_model", "save_weights"]
+import importlib
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "CONFIGS": "config", "PHNetConfig": "config", "InputError": "errors",
+    "PHNet": "phnet", "load_model": "phnet", "save_weights": "checkpoint",
+    "EMAStatistics": "streaming", "default_weights_path": "weights",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

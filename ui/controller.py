@@ -22,8 +22,9 @@ import numpy as np
 from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 
 from vcam_harmonize import capture
+from vcam_harmonize.backgrounds import BackgroundChoice
 from vcam_harmonize.config import CameraConfig, InputError, load_toml, save_toml, settings_path
-from vcam_harmonize.pipeline import BackgroundChoice, Pipeline
+from vcam_harmonize.pipeline import Pipeline
 
 from .errors import fix_for
 from .gallery import add_to_folder, background_files, user_backgrounds_dir

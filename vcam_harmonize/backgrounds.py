@@ -306,3 +306,23 @@ class BackgroundCycler:
             self.current = background
             return background
         raise InputError(f"no readable image or video in background folder {self.folder}")
+
+
+class BackgroundChoice:
+    """The current background, from a spec: a file, a folder (cycled), "default"
+    (the bundled ones, cycled), "blur[:N]", "#rrggbb" or "none"."""
+
+    def __init__(self, spec: str, size: tuple[int, int]):
+        self.spec = spec
+        self._cycler: BackgroundCycler | None = None
+        if spec == "default":
+            self._cycler = BackgroundCycler(default_backgrounds()[0].parent, size)
+        elif Path(spec).expanduser().is_dir():
+            self._cycler = BackgroundCycler(spec, size)
+        self.current: Background = self._cycler.current if self._cycler else \
+            load_background(spec, size)
+
+    def next(self) -> Background:
+        if self._cycler is not None:
+            self.current = self._cycler.next()
+        return self.current

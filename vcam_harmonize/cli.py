@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
 from vcam_harmonize.config import CameraConfig, load_toml
@@ -81,15 +82,29 @@ def config_from_args(args: argparse.Namespace) -> CameraConfig:
     return CameraConfig.from_dict(values, "command line")
 
 
+def check_files(config: CameraConfig) -> None:
+    """The background and the weights file, checked before the network's libraries load
+    (the pipeline checks them again, fully, when it loads them)."""
+    from vcam_harmonize.backgrounds import BackgroundChoice
+
+    BackgroundChoice(config.background, config.output_size).current.close()
+    if config.weights:
+        path = Path(config.weights).expanduser()
+        if not path.is_file():
+            raise InputError(f"{path}: weights file not found" if not path.is_dir() else
+                             f"{path}: is a folder, not a weights file")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.frames < 0:
+        raise InputError("--frames must be 0 (run until stopped) or more")
+    config = config_from_args(args)
+    check_files(config)  # before PyTorch loads: a wrong path is answered at once
+
     from vcam_harmonize.capture import Capture
     from vcam_harmonize.pipeline import Pipeline
     from vcam_harmonize.segmentation import PersonSegmenter
     from vcam_harmonize.sinks import VideoFileSink, make_sinks
-
-    if args.frames < 0:
-        raise InputError("--frames must be 0 (run until stopped) or more")
-    config = config_from_args(args)
     source = None
     if args.demo:
         from vcam_harmonize.demo import DemoClip

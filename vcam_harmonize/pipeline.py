@@ -21,18 +21,12 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from vcam_harmonize.backgrounds import (
-    Background,
-    BackgroundCycler,
-    default_backgrounds,
-    load_background,
-)
+from vcam_harmonize.backgrounds import BackgroundChoice
 from vcam_harmonize.capture import Capture, Frame, FrameSource
 from vcam_harmonize.compare import side_by_side
 from vcam_harmonize.compositing import composite
@@ -100,26 +94,6 @@ def refresh_every(device: str, configured: int = 0) -> int:
     """How often PHNet runs: as configured, else every frame on a GPU and every
     :data:`CPU_REFRESH_EVERY`-th on a CPU."""
     return configured or (1 if device.startswith("cuda") else CPU_REFRESH_EVERY)
-
-
-class BackgroundChoice:
-    """The current background, from a spec: a file, a folder (cycled), "default"
-    (the bundled ones, cycled), "blur[:N]", "#rrggbb" or "none"."""
-
-    def __init__(self, spec: str, size: tuple[int, int]):
-        self.spec = spec
-        self._cycler: BackgroundCycler | None = None
-        if spec == "default":
-            self._cycler = BackgroundCycler(default_backgrounds()[0].parent, size)
-        elif Path(spec).expanduser().is_dir():
-            self._cycler = BackgroundCycler(spec, size)
-        self.current: Background = self._cycler.current if self._cycler else \
-            load_background(spec, size)
-
-    def next(self) -> Background:
-        if self._cycler is not None:
-            self.current = self._cycler.next()
-        return self.current
 
 
 class Pipeline:
