@@ -18,6 +18,7 @@ from PyQt6.QtCore import QObject, QTimer
 from PyQt6.QtWidgets import QApplication, QSystemTrayIcon
 
 from vcam_harmonize.config import settings_path
+from vcam_harmonize.native_logs import StderrHandler, quiet_native_logs
 
 from .actions import AppActions
 from .autostart import Autostart
@@ -100,13 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.verbose:
+        quiet_native_logs()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[StderrHandler()])
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("vcam-harmonize")
     app.setApplicationDisplayName(TITLE)
     app.setDesktopFileName("vcam-harmonize-tray")
-    factory = functools.partial(default_pipeline, demo=args.demo)
+    factory = functools.partial(default_pipeline, demo=args.demo, quiet=not args.verbose)
     controller = CameraController(args.settings, factory)
     tray_app = TrayApp(controller)
     app.setQuitOnLastWindowClosed(not tray_app.has_tray)

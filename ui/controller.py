@@ -24,6 +24,7 @@ from PyQt6.QtCore import QObject, Qt, QTimer, pyqtSignal
 from vcam_harmonize import capture
 from vcam_harmonize.backgrounds import BackgroundChoice
 from vcam_harmonize.config import CameraConfig, InputError, load_toml, save_toml, settings_path
+from vcam_harmonize.native_logs import native_stderr_silenced
 from vcam_harmonize.pipeline import Pipeline
 
 from .errors import fix_for
@@ -49,9 +50,10 @@ STATE_TEXT = {"stopped": "stopped", "starting": "starting...", "running": "runni
               "paused": "paused", "stopping": "stopping...", "error": "error"}
 
 
-def default_pipeline(config: CameraConfig, demo: bool = False) -> Pipeline:
+def default_pipeline(config: CameraConfig, demo: bool = False, quiet: bool = False) -> Pipeline:
     """The real camera: the CLI's sinks (the virtual camera), MediaPipe, PHNet; with
-    ``demo`` the bundled demo clip instead of a webcam."""
+    ``demo`` the bundled demo clip instead of a webcam; ``quiet`` keeps MediaPipe's native
+    start-up lines off the terminal (the tray app's default, as the CLI's)."""
     from vcam_harmonize.sinks import make_sinks
 
     source = None
@@ -61,7 +63,8 @@ def default_pipeline(config: CameraConfig, demo: bool = False) -> Pipeline:
         source = DemoClip(config.output_size, config.fps)
     sinks = make_sinks(config)
     try:
-        return Pipeline(config, sinks, source=source)
+        with native_stderr_silenced(enabled=quiet):
+            return Pipeline(config, sinks, source=source)
     except BaseException:
         for sink in sinks:
             sink.close()

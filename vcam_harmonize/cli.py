@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -11,13 +10,15 @@ import signal
 import sys
 import threading
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
 from vcam_harmonize.config import CameraConfig, load_toml
 from vcam_harmonize.models.errors import InputError, run_front_end
+from vcam_harmonize.native_logs import (
+    StderrHandler,
+    native_stderr_silenced,
+    quiet_native_logs,
+)
 
 log = logging.getLogger("vcam_harmonize")
 
@@ -197,70 +198,6 @@ def list_devices(config: CameraConfig) -> int:
     return 0
 
 
-def quiet_native_logs() -> None:
-    """Keep OpenCV's, FFmpeg's and MediaPipe's own log lines off the terminal (set before
-    they load; a user's own settings of these variables win): every failure reaches the
-    user as our one ``error:`` line instead. What MediaPipe and TensorFlow Lite print
-    while a segmenter starts obeys none of these: :func:`native_stderr_silenced`."""
-    for name, value in (("OPENCV_LOG_LEVEL", "OFF"), ("OPENCV_FFMPEG_LOGLEVEL", "-8"),
-                        ("GLOG_minloglevel", "2"), ("TF_CPP_MIN_LOG_LEVEL", "2")):
-        os.environ.setdefault(name, value)
-    if os.environ["OPENCV_LOG_LEVEL"] == "OFF":  # cv2 is loaded by now: tell it directly
-        import cv2
-
-        opencv_logging = getattr(cv2.utils, "logging", None)  # OpenCV 5
-        if opencv_logging is not None:
-            opencv_logging.setLogLevel(opencv_logging.LOG_LEVEL_SILENT)
-        elif hasattr(cv2, "setLogLevel"):  # OpenCV 4
-            cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
-    warnings.filterwarnings("ignore", message="MessageFactory class is deprecated")
-
-
-@contextlib.contextmanager
-def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
-    """Meanwhile, send what native code writes to file descriptor 2 to the null device:
-    MediaPipe's absl lines and TensorFlow Lite's, printed while a segmenter starts, obey
-    no log level. Python's own ``sys.stderr`` (our messages, logging, warnings) goes on
-    to the terminal. ``enabled=False`` (``--verbose``) changes nothing."""
-    if not enabled:
-        yield
-        return
-    original = sys.stderr
-    try:
-        python_on_fd2 = original.fileno() == 2
-    except (AttributeError, OSError, ValueError):  # replaced, e.g. by a test's capture
-        python_on_fd2 = False
-    original.flush()
-    saved = os.dup(2)
-    if python_on_fd2:  # Python's writes go to a copy of the real descriptor meanwhile
-        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=original.encoding,
-                          errors=original.errors)
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    os.close(null)
-    try:
-        yield
-    finally:
-        if python_on_fd2:
-            sys.stderr.close()
-            sys.stderr = original
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """A log handler that writes to whatever ``sys.stderr`` is at the time (it is
-    swapped while :func:`native_stderr_silenced` holds file descriptor 2)."""
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: TextIO) -> None:
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "-v" not in argv and "--verbose" not in argv:
@@ -274,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s",
-                        handlers=[_StderrHandler()])
+                        handlers=[StderrHandler()])
     return run_front_end(
         lambda: list_devices(config_from_args(args)) if args.list_devices else run(args),
         "vcam-harmonize: interrupted")
