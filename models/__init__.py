@@ -3,6 +3,13 @@
 ``PHNet.from_config(name)`` builds a named configuration; ``PHNet.from_checkpoint(path)``
 loads the authors' released files or our own safetensors weights.
 
+Beside the network (``functional``, ``blocks``, ``phnet``, ``config``, ``checkpoint``,
+``streaming``, ``weights``) live the light modules every layer shares: ``errors``
+(``InputError`` and its kinds: camera, virtual camera, background, GPU), ``settings``
+(the one settings schema, with the rules on the fields, that the camera's settings and
+the training config are both read with), ``files`` and ``images``. This package imports
+neither the camera, the tray app nor the training code.
+
 The names below are imported on first use, so that importing a light module of this
 package (``vcam_harmonize.models.errors``, which every front end needs to report bad
 input) does not load PyTorch: a bad command line is answered before that happens.

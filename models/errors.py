@@ -1,8 +1,10 @@
-"""The one exception type that carries a message meant for the user.
+"""The exception types that carry a message meant for the user.
 
 Every layer (models, training, the camera, the tray app) raises :class:`InputError`
 for bad input it can name: a wrong path, a corrupt file, an invalid setting. Front
 ends print ``str(err)`` as one line and exit with code 2; anything else is a bug.
+Its subclasses say which part failed, so a front end picks its advice by the type
+(the tray's ``fix_for``), never by reading the message.
 """
 
 
@@ -12,6 +14,22 @@ from collections.abc import Callable
 
 class InputError(ValueError):
     """Bad input from the user, with a one-line message that says what to do."""
+
+
+class CameraError(InputError):
+    """The webcam or the input video file does not open."""
+
+
+class VirtualCameraError(InputError):
+    """The virtual camera is missing, refuses the format, or stopped taking frames."""
+
+
+class BackgroundError(InputError):
+    """A background (file, folder, colour or blur strength) cannot be used."""
+
+
+class GpuError(InputError):
+    """A GPU was asked for and cannot be used."""
 
 
 def run_front_end(action: Callable[[], int | None], interrupted: str) -> int:

@@ -2,7 +2,9 @@
 
 A config names the model, the datasets, the loss and the staged schedule of Sec. 5.1
 (encoder-decoder without PFE; PFE added with the encoder frozen; all at a low rate).
-Unknown keys and wrong types are :class:`InputError` with the offending key named.
+Unknown keys, wrong types and values out of range are :class:`InputError` with the
+offending key named; every bound is written once, on its field
+(:mod:`vcam_harmonize.models.settings`, the schema the camera's settings use too).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.settings import check, from_table, setting
 from vcam_harmonize.training.splits import SPLIT_KINDS
 
 if sys.version_info >= (3, 11):
@@ -34,25 +37,33 @@ class ModelSection:
 
 @dataclass
 class DataSet:
-    kind: str = "folder"  # "folder", "iharmony4" or "ffhqh"
-    root: str = ""
+    kind: str = setting("folder", choices=("folder", "iharmony4", "ffhqh"))
+    root: str = setting("", nonempty=True)
     name: str = ""  # label in logs and reports; defaults to the folder name
-    split: str = "random"  # folder sets: "random", "scenes", "person" (by index.tsv's
-    #                        person column) or "portraits" (by person, read from the name)
+    # folder sets: "random", "scenes", "person" (by index.tsv's person column) or
+    # "portraits" (by person, read from the name)
+    split: str = setting("random", choices=SPLIT_KINDS)
     val_count: int = 200  # held-out photos of a "scenes"/"random" split
     val_fraction: float = 0.2  # held-out share of a "person" or "portraits" split
-    repeat: int = 1  # how often the training part is repeated per epoch
+    # how often the training part is repeated per epoch
+    repeat: int = setting(1, within="[1, inf)")
     transfer_prob: float = 0.0  # folder sets: colour transfer toward another photo
-    crop_scale: float = 1.0  # folder sets, training part: random square crops of this
-    #                          much area or more (1 = the centred square only)
-    global_colour: float = 0.0  # folder sets, training part: strength of a random change
-    #                             of the whole photo's light before the composite is made
-    identity_prob: float = 0.0  # folder sets, training part: share of unchanged composites
-    framing: str = "square"  # folder sets: "square" (centre) or "upper_body" (webcam-like
-    #                          head and shoulders from the mask; held-out part too)
-    samples: int = 0  # training items drawn anew each epoch (0 = all, times repeat)
-    source_balance: float = 0.0  # folder sets with samples: 0 = photos equally likely,
-    #                              1 = each index.tsv source the same share
+    # folder sets, training part: random square crops of this much area or more (1 = the
+    # centred square only)
+    crop_scale: float = setting(1.0, within="(0, 1]")
+    # folder sets, training part: strength of a random change of the whole photo's light
+    # before the composite is made
+    global_colour: float = setting(0.0, within="[0, 1]")
+    # folder sets, training part: share of unchanged composites
+    identity_prob: float = setting(0.0, within="[0, 1)")
+    # folder sets: "square" (centre) or "upper_body" (webcam-like head and shoulders from
+    # the mask; held-out part too)
+    framing: str = setting("square", choices=FRAMINGS)
+    # training items drawn anew each epoch (0 = all, times repeat)
+    samples: int = setting(0, within="[0, inf)", zero="all")
+    # folder sets with samples: 0 = photos equally likely, 1 = each index.tsv source the
+    # same share
+    source_balance: float = setting(0.0, within="[0, 1]")
     real_root: str = ""  # ffhqh: folder of the real images
     subsets: list[str] = field(
         default_factory=lambda: ["HCOCO", "HFlickr", "Hday2night", "HAdobe5k"]
@@ -61,42 +72,45 @@ class DataSet:
 
 @dataclass
 class DataSection:
-    size: int = 256
-    hflip: float = 0.3
-    workers: int = 2
+    size: int = setting(256, multiple_of=8)
+    hflip: float = setting(0.3, within="[0, 1]")
+    workers: int = setting(2, within="[0, inf)")
     seed: int = 0
-    on_error: str = "stop"  # bad samples: "stop" (one error naming the file) or "skip" (logged)
-    sets: list[DataSet] = field(default_factory=list)
+    # bad samples: "stop" (one error naming the file) or "skip" (logged)
+    on_error: str = setting("stop", choices=("stop", "skip"))
+    sets: list[DataSet] = setting(factory=list, nonempty=True)
 
 
 @dataclass
 class LossSection:
-    variant: str = "paper"  # "paper", "authors" or "blended"
-    weights: list[float] = field(default_factory=lambda: [0.2, 0.01, 0.01])
+    variant: str = setting("paper", choices=("paper", "authors", "blended"))
+    weights: list[float] = setting(factory=lambda: [0.2, 0.01, 0.01], length=3)
     min_area: float = 100.0
 
 
 @dataclass
 class Stage:
     name: str = "main"
-    epochs: int = 1
-    lr: float = 1e-4
+    epochs: int = setting(1, within="(0, inf)")
+    lr: float = setting(1e-4, within="(0, inf)")
     pfe: bool = True  # whether the PFE gates the SE block
     freeze_encoder: bool = False
 
 
 @dataclass
 class TrainSection:
-    batch_size: int = 16
+    batch_size: int = setting(16, within="(0, inf)")
     seed: int = 42
     amp: bool = True  # mixed precision on CUDA (bf16 where supported)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    betas: list[float] = setting(factory=lambda: [0.9, 0.99], length=2, within="[0, 1)")
     weight_decay: float = 0.0
-    max_minutes: float = 0.0  # stop (with a checkpoint) after this long; 0 = no limit
-    checkpoint_every: int = 1  # steps between checkpoints inside an epoch (0 = at its end
-    #                            only): a killed run resumes after the last one
-    log_every: int = 50
-    val_every: int = 1  # epochs between validations
+    # stop (with a checkpoint) after this long; 0 = no limit
+    max_minutes: float = setting(0.0, within="[0, inf)", zero="no limit")
+    # steps between checkpoints inside an epoch (0 = at its end only): a killed run
+    # resumes after the last one
+    checkpoint_every: int = setting(1, within="[0, inf)", zero="epoch ends")
+    log_every: int = setting(50, within="(0, inf)")
+    val_every: int = setting(1, within="(0, inf)")  # epochs between validations
     val_limit: int = 0  # validate on at most this many samples per set; 0 = all
     # what picks best.safetensors: "" = mean PSNR over all held-out images, or one
     # logged metric such as "portraits/fmse" (MSE-like ones: lower is better)
@@ -109,42 +123,10 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     loss: LossSection = field(default_factory=LossSection)
     train: TrainSection = field(default_factory=TrainSection)
-    stages: list[Stage] = field(default_factory=lambda: [Stage()])
+    stages: list[Stage] = setting(factory=lambda: [Stage()], nonempty=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _build(cls, data: Any, where: str):
-    if not isinstance(data, dict):
-        raise InputError(f"config: {where or 'top level'} must be a table, got {data!r}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise InputError(
-            f"config: unknown key {where + '.' if where else ''}{unknown[0]} "
-            f"(known: {', '.join(sorted(known))})"
-        )
-    values = {}
-    for key, value in data.items():
-        values[key] = _convert(hints[key], value, f"{where}.{key}" if where else key)
-    return cls(**values)
-
-
-def _convert(hint, value: Any, where: str):
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
-    if get_origin(hint) is list:
-        (item,) = get_args(hint)
-        if not isinstance(value, list):
-            raise InputError(f"config: {where} must be a list, got {value!r}")
-        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, hint) or (hint is not bool and isinstance(value, bool)):
-        raise InputError(f"config: {where} must be {hint.__name__}, got {value!r}")
-    return value
 
 
 #: the summaries over all held-out sets that train.best_metric may name.
@@ -172,62 +154,9 @@ def _check_best_metric(config: TrainConfig) -> None:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    """Range checks that types cannot express."""
-    train = config.train
-    checks = [
-        (
-            config.data.size > 0 and config.data.size % 8 == 0,
-            "data.size must be a positive multiple of 8",
-        ),
-        (0.0 <= config.data.hflip <= 1.0, "data.hflip must be in [0, 1]"),
-        (config.data.on_error in ("skip", "stop"), "data.on_error must be 'skip' or 'stop'"),
-        (
-            config.loss.variant in ("paper", "authors", "blended"),
-            "loss.variant must be 'paper', 'authors' or 'blended'",
-        ),
-        (len(config.loss.weights) == 3, "loss.weights needs three numbers"),
-        (config.data.workers >= 0, "data.workers must be 0 or more"),
-        (config.train.batch_size > 0, "train.batch_size must be positive"),
-        (train.log_every > 0, "train.log_every must be positive"),
-        (train.val_every > 0, "train.val_every must be positive"),
-        (train.checkpoint_every >= 0, "train.checkpoint_every must be 0 (epoch ends) or more"),
-        (train.max_minutes >= 0, "train.max_minutes must be 0 (no limit) or more"),
-        (
-            len(train.betas) == 2 and all(0.0 <= b < 1.0 for b in train.betas),
-            "train.betas needs two numbers in [0, 1)",
-        ),
-        (len(config.stages) > 0, "at least one [[stages]] entry is needed"),
-        (
-            all(s.epochs > 0 and s.lr > 0 for s in config.stages),
-            "every stage needs epochs > 0 and lr > 0",
-        ),
-        (len(config.data.sets) > 0, "at least one [[data.sets]] entry is needed"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(f"config: {message}")
-    for i, ds in enumerate(config.data.sets):
-        if ds.kind not in ("folder", "iharmony4", "ffhqh"):
-            raise InputError(f"config: data.sets[{i}].kind must be folder, iharmony4 or ffhqh")
-        if ds.split not in SPLIT_KINDS:
-            raise InputError(f"config: data.sets[{i}].split must be one of "
-                             f"{', '.join(SPLIT_KINDS)}")
-        if ds.framing not in FRAMINGS:
-            raise InputError(f"config: data.sets[{i}].framing must be one of {', '.join(FRAMINGS)}")
-        if ds.samples < 0:
-            raise InputError(f"config: data.sets[{i}].samples must be 0 (all) or more")
-        if not 0 <= ds.source_balance <= 1:
-            raise InputError(f"config: data.sets[{i}].source_balance must be in [0, 1]")
-        if not ds.root:
-            raise InputError(f"config: data.sets[{i}].root is empty")
-        if ds.repeat < 1:
-            raise InputError(f"config: data.sets[{i}].repeat must be 1 or more")
-        if not 0 < ds.crop_scale <= 1:
-            raise InputError(f"config: data.sets[{i}].crop_scale must be in (0, 1]")
-        if not 0 <= ds.global_colour <= 1:
-            raise InputError(f"config: data.sets[{i}].global_colour must be in [0, 1]")
-        if not 0 <= ds.identity_prob < 1:
-            raise InputError(f"config: data.sets[{i}].identity_prob must be in [0, 1)")
+    """Every field's rule (:func:`~vcam_harmonize.models.settings.check`), then the
+    checks across fields."""
+    check(config, "config")
     _check_best_metric(config)
     return config
 
@@ -269,4 +198,4 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
             _set_dotted(data, key.strip(), raw.strip())
         except (IndexError, ValueError, AttributeError, TypeError):
             raise InputError(f"override {item!r}: no such place in the config") from None
-    return validate(_build(TrainConfig, data, ""))
+    return validate(from_table(TrainConfig, data, "config"))

@@ -51,24 +51,17 @@ STATE_TEXT = {"stopped": "stopped", "starting": "starting...", "running": "runni
 
 
 def default_pipeline(config: CameraConfig, demo: bool = False, quiet: bool = False) -> Pipeline:
-    """The real camera: the CLI's sinks (the virtual camera), MediaPipe, PHNet; with
-    ``demo`` the bundled demo clip instead of a webcam; ``quiet`` keeps MediaPipe's native
-    start-up lines off the terminal (the tray app's default, as the CLI's)."""
-    from vcam_harmonize.sinks import make_sinks
-
+    """The real camera: the sinks the config names (the virtual camera), MediaPipe,
+    PHNet; with ``demo`` the bundled demo clip instead of a webcam; ``quiet`` keeps
+    MediaPipe's native start-up lines off the terminal (the tray app's default, as the
+    CLI's). A part that fails to open leaves none of the others open."""
     source = None
     if demo:
         from vcam_harmonize.demo import DemoClip
 
         source = DemoClip(config.output_size, config.fps)
-    sinks = make_sinks(config)
-    try:
-        with native_stderr_silenced(enabled=quiet):
-            return Pipeline(config, sinks, source=source)
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
+    with native_stderr_silenced(enabled=quiet):
+        return Pipeline(config, source=source)
 
 
 class _Worker:
@@ -183,12 +176,12 @@ class CameraController(QObject):
         through :attr:`errorOccurred` and the previous one stays."""
         setting = next(iter(values)) if len(values) == 1 else None
         self._submit(lambda: self._change_job(values), done=self._settings_applied,
-                     fail=lambda message: self._change_failed(message, setting))
+                     fail=lambda err: self._change_failed(err, setting))
 
     def add_background(self, path: str | Path) -> None:
         """Check ``path`` is a usable background, copy it into the user folder, use it."""
         self._submit(lambda: self._add_job(Path(path)), done=self._settings_applied,
-                     fail=lambda message: self._change_failed(message, "background"))
+                     fail=lambda err: self._change_failed(err, "background"))
 
     def next_background(self) -> None:
         """The next offered background file (or the next one of a folder/"default")."""
@@ -236,16 +229,15 @@ class CameraController(QObject):
 
     # ------------------------------------------------------------ worker jobs
     def _submit(self, job: Callable[[], object], done: Callable[[object], None] | None = None,
-                fail: Callable[[str], None] | None = None) -> None:
+                fail: Callable[[Exception], None] | None = None) -> None:
         def run():
             try:
                 result = job()
             except Exception as err:  # every failure is reported, none escapes
-                message = str(err) if isinstance(err, InputError) else \
-                    f"{type(err).__name__}: {err}"
                 if not isinstance(err, InputError):
                     log.exception("camera job failed")
-                self._posted.emit(lambda: (fail or self.report_error)(message))
+                failed = err
+                self._posted.emit(lambda: (fail or self._report_failure)(failed))
                 return
             if done is not None:
                 self._posted.emit(lambda: done(result))
@@ -264,8 +256,7 @@ class CameraController(QObject):
             pipeline.stop()
             raise
         self._pipeline = pipeline
-        sink = pipeline.sinks[0] if pipeline.sinks else None
-        return str(getattr(sink, "device", self._applied.output))
+        return pipeline.sinks[0].device if pipeline.sinks else self._applied.output
 
     def _stop_job(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
@@ -322,7 +313,10 @@ class CameraController(QObject):
                 not pipeline.finished.is_set():
             return
         self._set_state("error")
-        self.report_error(getattr(pipeline, "failure", None) or "the camera stopped by itself")
+        if pipeline.failure is not None:
+            self._report_failure(pipeline.failure)
+        else:
+            self.report_error("the camera stopped by itself")
         self._submit(self._stop_job)
 
     def _set_state(self, state: str) -> None:
@@ -330,11 +324,11 @@ class CameraController(QObject):
             self.state = state
             self.stateChanged.emit(state)
 
-    def report_error(self, message: str, fix: str | None = None,
-                     setting: str | None = None) -> None:
-        """Tell the views about an error and what to do about it (by default the fix
-        for an error while changing ``setting``, or while starting)."""
-        fix = fix if fix is not None else fix_for(message, setting)
+    def report_error(self, message: str, fix: str | None = None, setting: str | None = None,
+                     kind: type[BaseException] | None = None) -> None:
+        """Tell the views about an error and what to do about it (by default the fix for
+        an error of type ``kind``, else for one while changing ``setting``)."""
+        fix = fix if fix is not None else fix_for(kind, setting)
         self.last_error = message
         log.warning("%s. %s", message, fix)
         self.errorOccurred.emit(message, fix)
@@ -344,9 +338,15 @@ class CameraController(QObject):
         if self.state == "starting":
             self._set_state("running")
 
-    def _start_failed(self, message: str) -> None:
+    def _report_failure(self, err: Exception, setting: str | None = None) -> None:
+        """Report ``err``: its own message when it is an InputError (meant for the user),
+        else its type too; the fix is chosen by its type."""
+        message = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+        self.report_error(message, setting=setting, kind=type(err))
+
+    def _start_failed(self, err: Exception) -> None:
         self._set_state("error")
-        self.report_error(message)
+        self._report_failure(err)
 
     def _paused_applied(self, paused: bool | None) -> None:
         if paused is not None and self.state in ("running", "paused"):
@@ -356,6 +356,6 @@ class CameraController(QObject):
         self.config = config
         self.settingsChanged.emit(config)
 
-    def _change_failed(self, message: str, setting: str | None) -> None:
-        self.report_error(message, setting=setting)
+    def _change_failed(self, err: Exception, setting: str | None) -> None:
+        self._report_failure(err, setting)
         self.settingsChanged.emit(self.config)  # views go back to what is in force

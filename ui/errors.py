@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import sys
 
+from vcam_harmonize.models.errors import (
+    BackgroundError,
+    CameraError,
+    GpuError,
+    VirtualCameraError,
+)
 from vcam_harmonize.sinks import setup_commands
 
 DOCTOR = "For a full check run: vcam-harmonize doctor"
@@ -14,14 +19,10 @@ CAMERA_FIX = ("Plug the camera in or pick another one in the Camera menu, and cl
               "apps that use it. " + DOCTOR)
 GPU_FIX = 'Set gpu = "auto" or "off" in the settings file. ' + DOCTOR
 
-# how the pipeline's messages begin (they may end in a path, which can say anything)
-_KINDS = (
-    ("virtual camera", r"(the )?virtual camera|no '.*' virtual camera backend"),
-    ("device", r"camera \S+ does not open|video file not found|cannot read video file"),
-    ("background", r"background|cannot decode image|image |colour |blur strength|"
-                   r"cannot read .*: not an image|no (readable )?image"),
-    ("gpu", r"gpu|device 'cuda'"),
-)
+#: the part that failed, by the error's type (its message may name a path, which can
+#: say anything); the setting being changed when the type says nothing more
+_PARTS = ((VirtualCameraError, "virtual camera"), (CameraError, "device"),
+          (BackgroundError, "background"), (GpuError, "gpu"))
 
 
 def virtual_camera_fix(platform: str = sys.platform) -> str:
@@ -29,13 +30,13 @@ def virtual_camera_fix(platform: str = sys.platform) -> str:
     return "Set up the virtual camera: " + "  then  ".join(steps) + ". " + DOCTOR
 
 
-def fix_for(message: str, setting: str | None = None, platform: str = sys.platform) -> str:
-    """A short, actionable fix for the error ``message``; ``setting`` is the setting
-    being changed when it happened (None when starting the camera)."""
-    kind = setting
-    if kind is None:
-        kind = next((name for name, pattern in _KINDS
-                     if re.match(pattern, message, re.IGNORECASE)), None)
-    if kind == "virtual camera":
+def fix_for(kind: type[BaseException] | None, setting: str | None = None,
+            platform: str = sys.platform) -> str:
+    """A short, actionable fix for an error of type ``kind``: an InputError subclass
+    names the part that failed; for any other type (or None), the fix for the
+    ``setting`` being changed when it happened (None when starting the camera)."""
+    part = next((name for error, name in _PARTS
+                 if kind is not None and issubclass(kind, error)), setting)
+    if part == "virtual camera":
         return virtual_camera_fix(platform)
-    return {"background": BACKGROUND_FIX, "device": CAMERA_FIX, "gpu": GPU_FIX}.get(kind, DOCTOR)
+    return {"background": BACKGROUND_FIX, "device": CAMERA_FIX, "gpu": GPU_FIX}.get(part, DOCTOR)

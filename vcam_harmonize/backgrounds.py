@@ -2,7 +2,8 @@
 
 ``load_background(spec, size)`` turns a user's choice into a :class:`Background` whose
 ``frame(camera_frame, mask)`` gives the background at the output size (width, height),
-cover-cropped. Every bad file becomes an :class:`InputError` with one line.
+cover-cropped. Every bad file becomes a :class:`BackgroundError` (an InputError) with one
+line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.errors import BackgroundError, InputError
 from vcam_harmonize.models.images import MAX_PIXELS, cover_crop, read_image
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,14 @@ def tiff_size(path: Path) -> tuple[int, int] | None:
 
 
 def _refuse_tiff_bomb(path: Path) -> None:
-    """InputError for a TIFF whose header declares more than ``MAX_PIXELS`` pixels (the
+    """BackgroundError for a TIFF whose header declares more than ``MAX_PIXELS`` pixels (the
     PNG, JPEG, BMP and WebP headers are checked by ``read_image`` itself)."""
     try:
         size = tiff_size(path)
     except OSError as err:
-        raise InputError(f"cannot read {path}: {err.strerror}; check the path") from None
+        raise BackgroundError(f"cannot read {path}: {err.strerror}; check the path") from None
     if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise InputError(f"image {path} is {size[0]}x{size[1]} pixels, over the "
+        raise BackgroundError(f"image {path} is {size[0]}x{size[1]} pixels, over the "
                          f"{MAX_PIXELS // 1_000_000} megapixel limit; use a smaller image")
 
 
@@ -153,7 +154,7 @@ class VideoBackground(Background):
         ok, bgr = self._cap.read() if self._cap.isOpened() else (False, None)
         if not ok:
             self._cap.release()
-            raise InputError(f"cannot read {path}: not an image or video OpenCV can decode")
+            raise BackgroundError(f"cannot read {path}: not an image or video OpenCV can decode")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self._period = 1.0 / fps if 0 < fps < 1000 else 1.0 / 30
         self._frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -230,7 +231,7 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> Background:
     """Make the background ``spec`` names, at output ``size`` = (width, height).
 
     ``spec``: an image or video path, ``"blur"`` / ``"blur:N"`` (Gaussian sigma N px,
-    default 15), ``"#rrggbb"`` or ``"none"`` (passthrough). Raises InputError if unusable.
+    default 15), ``"#rrggbb"`` or ``"none"`` (passthrough). Raises BackgroundError if unusable.
     """
     if isinstance(spec, str):
         text = spec.strip()
@@ -240,17 +241,21 @@ def load_background(spec: str | Path, size: tuple[int, int]) -> Background:
             return BlurBackground(text, blur_strength(text), size)
         if text.startswith("#"):
             if not re.fullmatch(r"#[0-9a-fA-F]{6}", text):
-                raise InputError(f"colour {text!r} is not of the form #rrggbb")
+                raise BackgroundError(f"colour {text!r} is not of the form #rrggbb")
             rgb = tuple(int(text[i : i + 2], 16) for i in (1, 3, 5))
             return StillBackground(text, np.full((size[1], size[0], 3), rgb, np.uint8), size)
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise InputError(f"background file not found: {path}")
+        raise BackgroundError(f"background file not found: {path}")
     if path.stat().st_size == 0:
-        raise InputError(f"background file {path} is empty (0 bytes)")
+        raise BackgroundError(f"background file {path} is empty (0 bytes)")
     if path.suffix.lower() != ".gif" and cv2.haveImageReader(str(path)):
         _refuse_tiff_bomb(path)
-        return StillBackground(str(path), read_image(path), size)
+        try:
+            image = read_image(path)
+        except InputError as err:  # the image reader's message, as a background's error
+            raise BackgroundError(str(err)) from None
+        return StillBackground(str(path), image, size)
     return VideoBackground(path, size)
 
 
@@ -261,7 +266,7 @@ def is_blur(spec: str) -> bool:
 
 
 def blur_strength(text: str) -> float:
-    """The Gaussian sigma (px) of a ``blur[:N]`` spec; InputError for a bad N."""
+    """The Gaussian sigma (px) of a ``blur[:N]`` spec; BackgroundError for a bad N."""
     if ":" not in text:
         return DEFAULT_BLUR
     value = text.split(":", 1)[1]
@@ -270,7 +275,7 @@ def blur_strength(text: str) -> float:
     except ValueError:
         sigma = 0.0
     if not 0 < sigma <= 200:
-        raise InputError(f"blur strength {value!r} must be a number in (0, 200], e.g. blur:15")
+        raise BackgroundError(f"blur strength {value!r} must be a number in (0, 200], e.g. blur:15")
     return sigma
 
 
@@ -283,11 +288,11 @@ class BackgroundCycler:
     def __init__(self, folder: str | Path, size: tuple[int, int]) -> None:
         self.folder, self.size = Path(folder).expanduser(), size
         if not self.folder.is_dir():
-            raise InputError(f"background folder not found: {self.folder}")
+            raise BackgroundError(f"background folder not found: {self.folder}")
         suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
         self.paths = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in suffixes)
         if not self.paths:
-            raise InputError(f"no images or videos in background folder {self.folder}")
+            raise BackgroundError(f"no images or videos in background folder {self.folder}")
         self._position = -1
         self.current: Background | None = None
         self.next()
@@ -298,14 +303,14 @@ class BackgroundCycler:
             self._position = (self._position + 1) % len(self.paths)
             try:
                 background = load_background(self.paths[self._position], self.size)
-            except InputError as err:
+            except BackgroundError as err:
                 log.warning("skipping background: %s", err)
                 continue
             if self.current is not None:
                 self.current.close()
             self.current = background
             return background
-        raise InputError(f"no readable image or video in background folder {self.folder}")
+        raise BackgroundError(f"no readable image or video in background folder {self.folder}")
 
 
 class BackgroundChoice:
@@ -323,6 +328,11 @@ class BackgroundChoice:
             load_background(spec, size)
 
     def next(self) -> Background:
+        """The next background of a folder or of the bundled ones (others stay)."""
         if self._cycler is not None:
             self.current = self._cycler.next()
         return self.current
+
+    def close(self) -> None:
+        """Release the current background (an open video file)."""
+        self.current.close()

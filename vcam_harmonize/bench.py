@@ -10,6 +10,11 @@ quality cost of the real-time shortcuts (``quality_gap_db``).
 ``--model-only`` times PHNet alone: for each configuration its parameters, MACs and the
 median forward time at each size, on the CPU and on CUDA when present, one JSON line
 per configuration and device.
+
+``--temporal`` measures how the harmonized person behaves in time (flicker, and how fast
+a change of light is followed) on two clips of held-out people photos, with PHNet on
+every ``refresh_every``-th frame and on every frame; see
+:mod:`vcam_harmonize.bench_temporal`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 
 import torch
 
+from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.models import CONFIGS, PHNet
 from vcam_harmonize.models.phnet import count_parameters
 
@@ -97,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model-only", action="store_true",
                         help="time PHNet alone (each configuration, each size)")
+    parser.add_argument("--temporal", action="store_true",
+                        help="flicker and settle time after a light step, on two 640x360 "
+                             "clips at 30 fps (the Harmonizer alone; --smoothing, "
+                             "--refresh-every, --res, --weights apply)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -117,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "instead of the bundled weights; its quality gap is skipped")
     pipe.add_argument("--refresh-every", type=int, default=0,
                       help="PHNet every n-th frame (0: the camera's default)")
-    pipe.add_argument("--smoothing", type=float, default=0.8)
+    pipe.add_argument("--smoothing", type=float, default=CameraConfig.smoothing,
+                      help="temporal smoothing, the weight of the past per 1/30 s (time "
+                           "constant -1/(30 ln s) s: 0.9 0.32 s, 0.95 0.65 s)")
     pipe.add_argument("--no-harmonize", action="store_true")
     pipe.add_argument("--paced", action="store_true",
                       help="play the clip at its own 30 fps, as a camera delivers frames "
@@ -145,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_only:
         model_only(args.configs, args.sizes, devices, args.repeats, args.threads)
         return 0
+    if args.temporal:
+        return temporal(args, devices[0])
     from vcam_harmonize.bench_pipeline import run_pipeline_bench
     from vcam_harmonize.models.errors import InputError
 
@@ -153,6 +167,35 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def temporal(args: argparse.Namespace, device: str) -> int:
+    """``--temporal``: print the figures of :func:`vcam_harmonize.bench_temporal.temporal_bench`
+    as one JSON line; exit code 2 without the people photos or with bad settings."""
+    from vcam_harmonize.bench_temporal import HELD_OUT_PEOPLE, temporal_bench
+    from vcam_harmonize.harmonizer import Harmonizer
+    from vcam_harmonize.models.errors import InputError
+    from vcam_harmonize.pipeline import refresh_every
+
+    torch.set_num_threads(args.threads)
+
+    def make(smoothing: float, every: int) -> Harmonizer:
+        return Harmonizer(args.weights or None, device, args.res, smoothing, refresh_every=every)
+
+    try:
+        result = temporal_bench(make, args.smoothing, refresh_every(device, args.refresh_every))
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if result is None:
+        print("error: --temporal needs the people photos (../shared/datasets/people)",
+              file=sys.stderr)
+        return 2
+    result = {"device": device_name(device), "res": args.res,
+              "weights": args.weights or "bundled", **result,
+              "people_held_out_of": HELD_OUT_PEOPLE}
     print(json.dumps(result), flush=True)
     return 0
 

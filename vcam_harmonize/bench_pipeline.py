@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import resource
 import shutil
 import sys
@@ -28,6 +29,10 @@ from vcam_harmonize.sinks import Sink
 
 #: the shared scene photos beside the repository checkout (the ``shared/`` folder next to it)
 SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "scenes"
+#: training holds out this many scene photos, drawn with this seed (``scene_splits``)
+HELD_OUT_SCENES, SPLIT_SEED = 200, 0
+#: photos of the quality clip (one second each)
+QUALITY_PHOTOS = 10
 
 
 def scenes_folder() -> Path | None:
@@ -85,8 +90,9 @@ def run_pipeline_bench(args: argparse.Namespace) -> dict:
             result["harmonize_ms"] = harmonize_cost(args, device)
         result["reference_fps"] = reference_fps(args, device) if args.reference_frames else None
         trained = weights_label != UNTRAINED
-        result["quality_gap_db"] = (quality_gap(args, device)
-                                    if args.quality_frames and trained else None)
+        gap, clip = (quality_gap(args, device) if args.quality_frames and trained
+                     else (None, None))
+        result["quality_gap_db"], result["quality_clip"] = gap, clip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -241,14 +247,41 @@ def reference_fps(args: argparse.Namespace, device: str) -> float:
     return round(1.0 / float(np.median(times[1:])), 4)
 
 
+def held_out_scenes(root: Path, count: int = HELD_OUT_SCENES,
+                    seed: int = SPLIT_SEED) -> list[str]:
+    """The scene photos that training holds out, sorted: the names (``index.tsv``'s first
+    column, else the ``images/`` stems) sorted, shuffled with ``random.Random(seed)``, the
+    last ``count``. This is the rule of ``scene_splits`` in training, which the camera
+    does not import (tests/camera checks that the two agree)."""
+    index = root / "index.tsv"
+    if index.is_file():
+        rows = index.read_text().splitlines()[1:]
+        names = sorted(row.split("\t")[0] for row in rows if row.strip())
+    else:
+        names = sorted(p.stem for p in (root / "images").glob("*.jpg"))
+    if len(names) <= count:
+        return []
+    random.Random(seed).shuffle(names)
+    return sorted(names[len(names) - count:])
+
+
+def quality_photos(root: Path) -> list[str]:
+    """The photos of the quality clip: the first :data:`QUALITY_PHOTOS` held-out ones
+    that have an image and a mask."""
+    names = [n for n in held_out_scenes(root) if (root / "images" / f"{n}.jpg").is_file()
+             and (root / "masks" / f"{n}.png").is_file()]
+    return names[:QUALITY_PHOTOS]
+
+
 def scenes_clip(frames: int, seed: int = 0):
-    """``(composite, mask, truth)`` frames of a clip made from held-out scene photos,
-    each photo's object recoloured (channel gains and a gamma) and held for several
-    frames with camera noise and a slow camera drift; None when the photos are not there."""
+    """``(composite, mask, truth)`` frames of a clip made from held-out scene photos
+    (:func:`quality_photos`), each photo's object recoloured (channel gains and a gamma)
+    and held for several frames with camera noise and a slow camera drift; None when the
+    photos are not there."""
     scenes = scenes_folder()
     if scenes is None:
         return None
-    names = sorted(p.stem for p in (scenes / "images").glob("*.jpg"))[-10:]
+    names = quality_photos(scenes)
     if not names:
         return None
     rng = np.random.default_rng(seed)
@@ -288,24 +321,37 @@ def _fg_psnr(out: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
-def quality_gap(args: argparse.Namespace, device: str) -> float | None:
-    """PSNR on the person: every frame with no reuse minus the real-time path."""
+def quality_gap(args: argparse.Namespace, device: str) -> tuple[float | None, dict | None]:
+    """PSNR on the person: PHNet on every frame minus the real-time path (PHNet every
+    ``refresh_every`` frames on its own thread, at the camera's pace), both with the same
+    smoothing, on the scenes clip of held-out photos. Returns the gap in dB and what the
+    clip was made of (its photos, the split they are held out of, how many training
+    uses: 0); ``(None, None)`` without the photos."""
     clip = scenes_clip(args.quality_frames)
     if not clip:
-        return None
+        return None, None
     weights = args.weights or None
     live_refresh = refresh_every(device, args.refresh_every)
     live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh,
                       background_refresh=True)
-    exact = Harmonizer(weights, device, args.res, 0.0, refresh_every=1)
+    exact = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=1)
     live_psnr, exact_psnr = [], []
-    for comp, mask, truth in clip:
-        exact_psnr.append(_fg_psnr(exact.harmonize(comp, mask), truth, mask))
+    for index, (comp, mask, truth) in enumerate(clip):
+        out = exact.harmonize(comp, mask, timestamp=index / 30)
+        exact_psnr.append(_fg_psnr(out, truth, mask))
     due = time.perf_counter()
-    for comp, mask, truth in clip:  # the live path at the camera's pace (30 fps)
+    for index, (comp, mask, truth) in enumerate(clip):  # at the camera's pace (30 fps)
         time.sleep(max(0.0, due - time.perf_counter()))
         due += 1 / 30
-        live_psnr.append(_fg_psnr(live.harmonize(comp, mask), truth, mask))
+        out = live.harmonize(comp, mask, timestamp=index / 30)
+        live_psnr.append(_fg_psnr(out, truth, mask))
     live.close()
-    return round(float(np.mean(exact_psnr) - np.mean(live_psnr)), 3)
+    scenes = scenes_folder()
+    photos = quality_photos(scenes)
+    held_out = set(held_out_scenes(scenes))
+    about = {"photos": photos,
+             "held_out_of": f"scene_splits(scenes, {HELD_OUT_SCENES}, seed {SPLIT_SEED})",
+             "in_training_split": sum(name not in held_out for name in photos),
+             "smoothing": args.smoothing, "refresh_every": live_refresh}
+    return round(float(np.mean(exact_psnr) - np.mean(live_psnr)), 3), about
 

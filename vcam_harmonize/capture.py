@@ -26,7 +26,7 @@ from typing import NamedTuple, Protocol
 import cv2
 import numpy as np
 
-from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.errors import CameraError
 from vcam_harmonize.models.images import cover_crop
 
 log = logging.getLogger(__name__)
@@ -241,16 +241,16 @@ class Capture:
         return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
     def start(self) -> Capture:
-        """Open the source and start the reader thread; raise InputError if it won't open."""
+        """Open the source and start the reader thread; raise CameraError if it won't open."""
         if self._thread is not None:
             return self
         if self.is_file and not Path(self.source).is_file():
-            raise InputError(f"video file not found: {self.source}")
+            raise CameraError(f"video file not found: {self.source}")
         self._cap = self._open()
         if self._cap is None or (self.is_file and not self._cap.grab()):
             if self._cap is not None:
                 self._cap.release()
-            raise InputError(self._open_failure_message())
+            raise CameraError(self._open_failure_message())
         if self.is_file:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         self._stop.clear()

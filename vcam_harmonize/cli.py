@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -21,9 +21,6 @@ from vcam_harmonize.native_logs import (
 )
 
 log = logging.getLogger("vcam_harmonize")
-
-#: what Pipeline gets instead of a segmenter until the inputs are checked (see run()).
-_SEGMENTER_LATER = object()
 
 #: flags that map one-to-one onto CameraConfig fields.
 _FIELD_FLAGS = ("device", "res", "width", "height", "fps", "background", "strength",
@@ -84,19 +81,24 @@ def config_from_args(args: argparse.Namespace) -> CameraConfig:
 
 
 def check_files(config: CameraConfig) -> None:
-    """The background and the weights file, checked before the network's libraries load
-    (the pipeline checks them again, fully, when it loads them)."""
+    """The background, the weights file and an output file's folder, checked before the
+    network's libraries load (the pipeline checks them again, fully, when it opens
+    them)."""
     from vcam_harmonize.backgrounds import BackgroundChoice
+    from vcam_harmonize.sinks import VideoFileSink
 
-    BackgroundChoice(config.background, config.output_size).current.close()
+    BackgroundChoice(config.background, config.output_size).close()
     if config.weights:
         path = Path(config.weights).expanduser()
         if not path.is_file():
             raise InputError(f"{path}: weights file not found" if not path.is_dir() else
                              f"{path}: is a folder, not a weights file")
+    if config.output not in ("virtualcam", "window"):
+        VideoFileSink(config.output, config.fps).close()  # checks the folder, writes nothing
 
 
 def run(args: argparse.Namespace) -> int:
+    """The live camera, until Ctrl-C, SIGTERM, ``--frames`` or a window's ``q``."""
     if args.frames < 0:
         raise InputError("--frames must be 0 (run until stopped) or more")
     config = config_from_args(args)
@@ -104,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
 
     from vcam_harmonize.capture import Capture
     from vcam_harmonize.pipeline import Pipeline
-    from vcam_harmonize.segmentation import PersonSegmenter
-    from vcam_harmonize.sinks import VideoFileSink, make_sinks
     source = None
     if args.demo:
         from vcam_harmonize.demo import DemoClip
@@ -114,43 +114,31 @@ def run(args: argparse.Namespace) -> int:
                           paced=config.output in ("virtualcam", "window"))
     frames = args.frames or (int(6 * config.fps) if args.demo and
                              config.output not in ("virtualcam", "window") else 0)
-    # Fail fast, in this order: the settings (above), the background and the weights
-    # (Pipeline loads them), an output file's folder, the camera, then the segmenter;
-    # the sinks (the virtual device, or the output file itself) come last.
-    pipeline = Pipeline(config, [], segmenter=_SEGMENTER_LATER, source=source,
-                        max_frames=frames, lossless=source is not None and not source.paced)
-    try:
-        if config.output not in ("virtualcam", "window"):
-            VideoFileSink(config.output, config.fps).close()  # checks the folder, writes nothing
-        pipeline.source.start()
-        with native_stderr_silenced(enabled=not args.verbose):
-            pipeline.segmenter = PersonSegmenter.from_config(config)
-        sinks = make_sinks(config)
-    except BaseException:
-        pipeline.stop()
-        raise
-    pipeline.sinks = sinks
-    if isinstance(pipeline.source, Capture):
-        print(f"vcam-harmonize: input {config.device} gives {pipeline.source.negotiated}",
-              file=sys.stderr)
+    # Fail fast: the settings and the files (above); then the pipeline opens the
+    # background, the weights, the camera, the segmenter and the sinks, in that order
+    # (what MediaPipe and TensorFlow Lite print natively meanwhile stays off the terminal)
+    with native_stderr_silenced(enabled=not args.verbose):
+        pipeline = Pipeline(config, source=source, max_frames=frames,
+                            lossless=source is not None and not source.paced)
     stop = threading.Event()
 
     def _on_signal(signum, _frame):
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _on_signal)
-    device = getattr(sinks[0], "device", config.output)
-    print(f"vcam-harmonize: {config.width}x{config.height} @ {config.fps:g} fps -> {device} "
-          f"(Ctrl-C stops)", file=sys.stderr)
-    pipeline.start()
-    last_print = time.monotonic()
+    handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if isinstance(pipeline.source, Capture):
+            print(f"vcam-harmonize: input {config.device} gives {pipeline.source.negotiated}",
+                  file=sys.stderr)
+        devices = ", ".join(sink.device for sink in pipeline.sinks)
+        print(f"vcam-harmonize: {config.width}x{config.height} @ {config.fps:g} fps -> "
+              f"{devices} (Ctrl-C stops)", file=sys.stderr)
+        pipeline.start()
+        last_print = time.monotonic()
         while not stop.is_set() and not pipeline.wait(0.02):
-            for sink in sinks:
-                if hasattr(sink, "pump"):
-                    sink.pump()
-            if getattr(sinks[0], "quit_requested", False):
+            for sink in pipeline.sinks:
+                sink.pump()
+            if any(sink.quit_requested for sink in pipeline.sinks):
                 break
             if args.stats and time.monotonic() - last_print >= 1.0:
                 last_print = time.monotonic()
@@ -160,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(stats), file=sys.stderr)
     finally:
         pipeline.stop()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     stats = pipeline.stats()
     if pipeline.failure:
         print(f"error: {pipeline.failure}", file=sys.stderr)
@@ -218,13 +208,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The console script: run, then leave at once. Everything is closed by then, and
-    the interpreter's own teardown of the native libraries takes seconds, which would
-    break the promise of a clean stop within 2 s after Ctrl-C or SIGTERM."""
+    """The console script. When :func:`main` returns, every part is closed and every
+    thread joined; the interpreter's last garbage collections would then still walk all
+    of PyTorch's long-lived objects (half a second on a small machine), so they are
+    frozen first and the process ends within about 0.2 s."""
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 (its settings file) and the pipeline.
 
 Unknown keys, wrong types and out-of-range values are :class:`InputError` naming the key.
+Each bound is written once, on its field, and checked by the settings schema the training
+config uses too (:mod:`vcam_harmonize.models.settings`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from platformdirs import user_config_dir
 
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.models.files import atomic_write
+from vcam_harmonize.models.settings import check, from_table, setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,22 +39,26 @@ MAX_PIXELS = 7680 * 4320
 class CameraConfig:
     """Everything the live camera can be told."""
 
-    device: str = "0"                 # camera index, /dev/videoN or a video file
+    device: str = setting("0", number_as_text=True)  # camera index, /dev/videoN or a video file
     width: int = 1280
     height: int = 720
-    fps: float = 30.0
+    fps: float = setting(30.0, within="(0, 240]")
     background: str = "default"       # image/video file, folder, "blur[:N]", "#rrggbb", "none"
     harmonize: bool = True
-    strength: float = 1.0             # 0 = composite as is, 1 = full correction
-    smoothing: float = 0.8            # temporal smoothing of the colour transform, [0, 1)
-    res: int = 256                    # PHNet working resolution, a multiple of 8
-    refresh_every: int = 0            # run PHNet every n-th frame; 0 = auto (1 on GPU, 12 on CPU)
+    strength: float = setting(1.0, within="[0, 1]")  # 0 = composite as is, 1 = full correction
+    # temporal smoothing of the harmonization: the weight of the past per 1/30 s, a time
+    # constant of -1 / (30 ln smoothing) s (0.95: 0.65 s) at any frame rate and refresh
+    # interval; a change of light is still followed within a few frames
+    smoothing: float = setting(0.95, within="[0, 1)")
+    res: int = setting(256, multiple_of=8)  # PHNet working resolution
+    # run PHNet every n-th frame; 0 = auto (1 on GPU, 12 on CPU)
+    refresh_every: int = setting(0, within="[0, inf)", zero="auto")
     weights: str = ""                 # "" = the bundled default weights
-    gpu: str = "auto"                 # "auto", "on" or "off"
-    segmentation_model: str = "landscape"  # "landscape" (faster) or "general"
-    mask_smoothing: float = 0.5
-    mask_threshold: float = 0.0       # 0 = soft mask; else a hard cut at this value
-    feather: float = 0.0              # Gaussian feather of the mask edge, pixels
+    gpu: str = setting("auto", choices=("auto", "on", "off"))
+    segmentation_model: str = setting("landscape", choices=("landscape", "general"))  # faster first
+    mask_smoothing: float = setting(0.5, within="[0, 1)")
+    mask_threshold: float = setting(0.0, within="[0, 1)")  # 0 = soft mask; else a hard cut
+    feather: float = setting(0.0, within="[0, 100]")  # Gaussian feather of the mask edge, px
     refine: bool = True               # snap the mask to image edges (guided filter)
     mirror: bool = False
     output: str = "virtualcam"        # "virtualcam", "window" or a video file path
@@ -59,30 +66,21 @@ class CameraConfig:
     camera_name: str = "PHNet Cam"
     compare: bool = False             # composite and harmonized side by side (twice as wide)
 
-    def validate(self) -> CameraConfig:
-        """Range checks; returns self."""
+    def validate(self, source: str = "config") -> CameraConfig:
+        """Every field's rule (:func:`~vcam_harmonize.models.settings.check`), then the
+        checks across fields; returns self."""
+        check(self, source)
         checks = [
             (16 <= self.width <= MAX_SIDE and 16 <= self.height <= MAX_SIDE
              and self.width * self.height <= MAX_PIXELS,
              f"width and height must be 16 to {MAX_SIDE} px and at most 7680x4320 in all "
              f"(got {self.width}x{self.height})"),
-            (0 < self.fps <= 240, "fps must be in (0, 240]"),
-            (0.0 <= self.strength <= 1.0, "strength must be in [0, 1]"),
-            (0.0 <= self.smoothing < 1.0, "smoothing must be in [0, 1)"),
-            (self.res > 0 and self.res % 8 == 0, "res must be a positive multiple of 8"),
-            (self.refresh_every >= 0, "refresh_every must be 0 (auto) or more"),
-            (self.gpu in ("auto", "on", "off"), "gpu must be 'auto', 'on' or 'off'"),
-            (self.segmentation_model in ("landscape", "general"),
-             "segmentation_model must be 'landscape' or 'general'"),
-            (0.0 <= self.mask_smoothing < 1.0, "mask_smoothing must be in [0, 1)"),
-            (0.0 <= self.mask_threshold < 1.0, "mask_threshold must be in [0, 1)"),
-            (0.0 <= self.feather <= 100.0, "feather must be in [0, 100]"),
             (not (self.compare and self.output == "virtualcam"),
              "compare needs output 'window' or a video file (a call shows one picture)"),
         ]
         for ok, message in checks:
             if not ok:
-                raise InputError(f"config: {message}")
+                raise InputError(f"{source}: {message}")
         return self
 
     @property
@@ -95,29 +93,9 @@ class CameraConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> CameraConfig:
-        """Build from a dict (TOML table), checking keys and types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in data.items():
-            if key not in fields:
-                raise InputError(f"{source}: unknown key {key!r} (known: "
-                                 f"{', '.join(sorted(fields))})")
-            values[key] = _coerce(key, fields[key].type, value, source)
-        return cls(**values).validate()
-
-
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
-
-
-def _coerce(key: str, type_name, value, source: str):
-    wanted = _TYPES[type_name if isinstance(type_name, str) else type_name.__name__]
-    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if wanted is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # device = 0 means camera 0
-    if not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
-        raise InputError(f"{source}: {key} must be {wanted.__name__}, got {value!r}")
-    return value
+        """Build from a dict (TOML table): unknown keys, types and ranges checked, each
+        error an InputError that begins with ``source`` and names the key."""
+        return from_table(cls, data, source).validate(source)
 
 
 def load_toml(path: str | Path) -> CameraConfig:

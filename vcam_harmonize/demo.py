@@ -187,12 +187,13 @@ class DemoClip:
         self.state = "stopped"
         self._person = load_demo_photo()
         self._index = 0
-        self._started = 0.0
+        self._started: float | None = None  # when the first frame was read
         self._stop = threading.Event()
 
     def start(self) -> DemoClip:
+        """Start playing; the clock starts with the first frame read."""
         self._stop.clear()
-        self._started = time.monotonic()
+        self._started = None
         self.state = "running"
         return self
 
@@ -204,6 +205,8 @@ class DemoClip:
         if self._stop.is_set():
             return None
         if self.paced:
+            if self._started is None:
+                self._started = time.monotonic() - self._index / self.fps
             due = self._started + self._index / self.fps
             delay = due - time.monotonic()
             if delay > timeout or (delay > 0 and self._stop.wait(delay)):

@@ -7,16 +7,36 @@ upsampling). The smooth ``a`` and ``b`` maps are upsampled and applied to the
 full-resolution composite, so the output keeps every detail of the input at any size,
 and between two network runs the last transform can be applied to new frames.
 
-With ``smoothing > 0`` the PN statistics the network reads and the transform itself
-are exponential moving averages over the frames, reset by :meth:`reset`, a new
-background (the caller's :meth:`reset`) or a scene cut (a jump of the frame's colours).
+Temporal behaviour (``smoothing > 0``) is defined in time, not in frames or network
+runs: ``smoothing`` is the weight of the past per 1/30 s, a time constant of
+``-1 / (30 ln smoothing)`` seconds (0.9: 0.32 s, 0.95: 0.65 s, 0.98: 1.65 s) whatever
+the frame rate and refresh interval, measured on the frames' timestamps.
+
+- The PN statistics the network reads are averaged over its runs with that time
+  constant: they are what makes its answer shimmer (a mask edge that moves by a pixel
+  moves them).
+- The colour transform the frames get glides toward the network's latest on every
+  frame, with the same time constant up to :data:`GLIDE_TIME`, so between two runs it
+  moves a little on each frame instead of stepping.
+- Change-aware: when the colour statistics of the frame (person and background, mean and
+  spread) move beyond their own frame-to-frame noise (a background switch, a lamp, the
+  person stepping into other light), PHNet runs at once and on every frame for
+  :data:`FAST_HOLD` seconds, each time twice on the same frame: as it is and with the
+  change undone (per-channel gains of the person and the background). The mean
+  difference of the paired readings, which the mask edge's noise hardly enters, moves the
+  averaged statistics of before the change to the new light, so they follow at once and
+  keep their average; meanwhile the transform glides with :data:`FAST_TIME_CONSTANT`.
+- :meth:`reset` and a scene cut (a jump of the frame's colours) forget everything; the
+  average then restarts as the plain mean of the new frames.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -27,6 +47,17 @@ from vcam_harmonize.compositing import bounding_box
 from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
 from vcam_harmonize.models.weights import default_weights_path
+from vcam_harmonize.temporal import (
+    AverageReader,
+    ChangeCorrection,
+    ChangeDetector,
+    CorrectedAverage,
+    frame_statistics,
+    keep_after,
+    time_constant,
+    undo_change,
+    undo_gains,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +70,17 @@ CPU_REFRESH_EVERY = 12
 MASK_FLOOR = 1.0 / 512
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
 GUIDED_EPS = 1e-3
+#: the frames' transform glides toward the network's with at most this time constant (s)
+GLIDE_TIME = 0.2
+#: after a change it follows with this one (s)...
+FAST_TIME_CONSTANT = 0.08
+#: ...for this long after the change (s)
+FAST_HOLD = 0.3
+#: the frames get a new transform once the gliding one differs from theirs by this many
+#: grey levels (anywhere): steps too small to see, and few full-size upsamplings
+SHOW_STEP = 0.5
+#: a longer gap between two frames counts as this long (s)
+MAX_GAP = 1.0
 
 
 def check_res(res: int) -> int:
@@ -109,6 +151,12 @@ class ColourTransform:
         return ColourTransform(keep * self.a + (1 - keep) * other.a,
                                keep * self.b + (1 - keep) * other.b)
 
+    def difference(self, other: ColourTransform) -> float:
+        """The most a pixel (0..255) can differ between this transform and ``other``:
+        the largest ``255 * |da * I + db|`` over the maps and ``I`` in [0, 1]."""
+        da, db = self.a - other.a, self.b - other.b
+        return 255 * float(torch.maximum(db.abs(), (da + db).abs()).max())
+
     def low_maps(self) -> tuple[np.ndarray, np.ndarray]:
         """``(a - 1, 255 * b)`` as float32 ``(res, res, 3)`` arrays, computed once: the
         form in which every frame applies them (``out = I + (a - 1) * I + 255 * b``)."""
@@ -128,17 +176,19 @@ class Harmonizer:
             the bundled default weights.
         device: "cpu", "cuda" or "cuda:N"; CUDA runs the network in float16.
         res: the square working resolution of the network (a multiple of 8).
-        smoothing: weight of the past in the temporal moving averages, in [0, 1).
+        smoothing: temporal smoothing in [0, 1): the weight of the past per 1/30 s, a
+            time constant of ``-1 / (30 ln smoothing)`` s (see :func:`time_constant`).
         strength: 0 returns the composite, 1 the full correction.
         refresh_every: run the network on every n-th call and reuse its transform in
-            between (1 = every frame).
+            between (1 = every frame); after a change it runs on every frame a while.
         background_refresh: run those refreshes on a worker thread while frames go on
             with the last transform (the first one, and one after a cut, are waited for).
+        fps: the frame rate assumed for frames that come without a timestamp.
     """
 
     def __init__(self, weights=None, device: str = "cpu", res: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, refresh_every: int = 1,
-                 background_refresh: bool = False):
+                 background_refresh: bool = False, fps: float = 30.0):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; "
@@ -152,14 +202,29 @@ class Harmonizer:
             raise InputError(f"refresh_every must be at least 1, got {refresh_every}")
         self.refresh_every = refresh_every
         self.background_refresh = background_refresh
+        if not fps > 0:
+            raise InputError(f"fps must be positive, got {fps}")
+        self.fps = float(fps)
+        self.time_constant = time_constant(self.smoothing)
         self._lock = threading.Lock()          # guards the temporal state below
         self._model_lock = threading.Lock()    # one forward pass at a time
         self._stats = EMAStatistics(self.smoothing) if self.smoothing > 0 else None
-        self._transform: ColourTransform | None = None
+        self._transform: ColourTransform | None = None  # the network's latest
+        self._smoothed: ColourTransform | None = None   # gliding toward it
+        self._shown: ColourTransform | None = None      # what the frames get
         self._thumb: np.ndarray | None = None
+        self._changes = ChangeDetector()
+        self._fast_until = -math.inf           # fast following until this time
+        self._change: tuple[int, np.ndarray] | None = None  # (id, statistics before it)
+        self._changes_seen = 0
+        self._correction: ChangeCorrection | None = None  # of the last change
+        self._time: float | None = None        # the last frame's timestamp
         self._calls = 0
         self._generation = 0                   # bumped by reset(): stale results are dropped
         self._stats_generation = 0             # the generation the smoothed statistics hold
+        self._stats_count = 0                  # refreshes in the statistics' average
+        self._glide_time = min(self.time_constant, GLIDE_TIME)
+        self._stats_time = 0.0                 # timestamp of the last of them
         self._worker: _RefreshWorker | None = None
         self.refresh_errors = 0
         self._buffers = threading.local()  # _apply's reused full-frame buffers
@@ -171,8 +236,11 @@ class Harmonizer:
             self._forget()
 
     def _forget(self) -> None:
-        self._transform = None
+        self._transform = self._smoothed = self._shown = None
         self._thumb = None
+        self._changes.reset()
+        self._fast_until = -math.inf
+        self._change = None
         self._calls = 0
         self._generation += 1
 
@@ -194,7 +262,7 @@ class Harmonizer:
 
     # ------------------------------------------------------------------ work
     def harmonize(self, composite: np.ndarray, mask: np.ndarray,
-                  in_place: bool = False) -> np.ndarray:
+                  in_place: bool = False, timestamp: float | None = None) -> np.ndarray:
         """Harmonize the person in ``composite``.
 
         Args:
@@ -202,6 +270,8 @@ class Harmonizer:
             mask: float ``(H, W)`` in [0, 1], 1 = the person.
             in_place: write the result into ``composite`` (which must then be a
                 C-ordered, writable array) instead of a new array; saves a frame copy.
+            timestamp: when the frame was captured, in seconds (any clock, such as
+                ``time.monotonic()``); None: ``1 / fps`` after the previous frame.
 
         Returns:
             uint8 RGB ``(H, W, 3)``; pixels with mask 0 are the composite's exactly.
@@ -222,10 +292,10 @@ class Harmonizer:
         if self.strength <= 0 or box is None:
             return keep()
         try:
-            transform = self._transform_for(composite, mask)
+            transform = self._transform_for(composite, mask, timestamp)
         except torch.cuda.OutOfMemoryError:
             self._fall_back_to_cpu()
-            transform = self._transform_for(composite, mask)
+            transform = self._transform_for(composite, mask, timestamp)
         if transform is None:  # a reset from another thread overtook this frame
             return keep()
         return self._apply(composite, mask, transform, box, in_place)
@@ -248,53 +318,136 @@ class Harmonizer:
         mask_t = torch.from_numpy(small_mask).to(self.device)[None, None]
         return image_t, mask_t
 
-    def _transform_for(self, composite: np.ndarray, mask: np.ndarray) -> ColourTransform:
-        """The transform for this frame: a fresh one every ``refresh_every`` frames and
-        after a scene cut, the last one in between. With ``background_refresh`` the
-        fresh ones are computed on a worker thread while frames go on with the last."""
-        # every 8th pixel is plenty for a 32x18 thumbnail, and 60x cheaper
-        thumb = cv2.resize(composite[::8, ::8], (32, 18), interpolation=cv2.INTER_AREA)
+    def _transform_for(self, composite: np.ndarray, mask: np.ndarray,
+                       timestamp: float | None) -> ColourTransform | None:
+        """The transform for this frame (None if a reset from another thread overtook
+        it). PHNet runs every ``refresh_every`` frames, on every frame while following a
+        change, and after a scene cut; with ``background_refresh`` on a worker thread
+        while frames go on. Every frame the transform glides toward the latest result."""
+        # every 8th pixel is plenty for a 32x18 thumbnail and the statistics, and 60x cheaper
+        sparse = composite[::8, ::8]
+        thumb = cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA)
+        stats = frame_statistics(sparse, mask[::8, ::8]) if self.time_constant > 0 else None
         with self._lock:
             if self._thumb is not None and \
                     np.abs(thumb.astype(np.float32) - self._thumb).mean() > SCENE_CUT * 255:
                 self._forget()
             self._thumb = thumb.astype(np.float32)
-            due = self._transform is None or self._calls % self.refresh_every == 0
+            now, elapsed = self._tick(timestamp)
+            if self._changes.update(stats, elapsed):
+                if now >= self._fast_until or self._change is None:  # a new change
+                    self._changes_seen += 1
+                    self._change = (self._changes_seen, self._changes.before)
+                self._fast_until = now + FAST_HOLD
+            waited = self._transform is None
+            regular = waited or self._calls % self.refresh_every == 0
             self._calls += 1
-            current, generation = self._transform, self._generation
-        if not due:
-            return current
-        image, small_mask = self._small(composite, mask)
-        if self.background_refresh and current is not None:
-            if self._worker is None:
-                self._worker = _RefreshWorker(self)
-            self._worker.submit(image, small_mask, generation)
-            return current
-        return self._refresh(image, small_mask, generation) or current
+            fast = now < self._fast_until
+            undo = None
+            if fast and self._change is not None and stats is not None:
+                gains = undo_gains(self._change[1], stats)
+                undo = None if gains is None else (self._change[0], gains)
+            generation = self._generation
+        if regular or fast:
+            image, small_mask = self._small(composite, mask)
+            job = _Job(image, small_mask, generation, now, regular, undo)
+            if self.background_refresh and not waited:
+                if self._worker is None:
+                    self._worker = _RefreshWorker(self)
+                self._worker.submit(job)
+            else:
+                self._refresh(job)
+        return self._glide(elapsed, fast, generation)
+
+    def _tick(self, timestamp: float | None) -> tuple[float, float]:
+        """``(this frame's time, seconds since the previous frame)``; without a
+        timestamp the frame comes ``1 / fps`` after the previous one."""
+        period = 1.0 / self.fps
+        if timestamp is None:
+            timestamp = 0.0 if self._time is None else self._time + period
+        elapsed = period if self._time is None else min(max(timestamp - self._time, 0.0),
+                                                        MAX_GAP)
+        self._time = timestamp
+        return timestamp, elapsed
+
+    def _glide(self, elapsed: float, fast: bool, generation: int) -> ColourTransform | None:
+        """Move the smoothed transform toward the network's latest for ``elapsed``
+        seconds, and hand the frames a new one once it differs from theirs by
+        :data:`SHOW_STEP` grey levels (or has arrived)."""
+        with self._lock:
+            target = self._transform
+            if target is None or generation != self._generation:
+                return None
+            smoothed = self._smoothed
+            if smoothed is None or self.time_constant == 0 or \
+                    smoothed.a.shape != target.a.shape:
+                self._smoothed = self._shown = target
+                return target
+            if smoothed is not target:
+                tau = min(self._glide_time, FAST_TIME_CONSTANT) if fast else \
+                    self._glide_time
+                smoothed = smoothed.blend(target, keep_after(elapsed, tau))
+                if smoothed.difference(target) < SHOW_STEP / 10:
+                    smoothed = target  # arrived
+                self._smoothed = smoothed
+            shown = self._shown
+            if shown is not smoothed and (smoothed is target or shown is None or
+                                          smoothed.difference(shown) >= SHOW_STEP):
+                self._shown = shown = smoothed
+            return shown
 
     @torch.inference_mode()
-    def _refresh(self, image: torch.Tensor, small_mask: torch.Tensor,
-                 generation: int) -> ColourTransform | None:
-        """Run PHNet on the small frame and fold the fitted transform into the state;
-        None if a reset happened meanwhile."""
+    def _refresh(self, job: _Job) -> ColourTransform | None:
+        """Run PHNet on the small frame with the averaged statistics and make its fitted
+        transform the latest; None if a reset happened meanwhile."""
         with self._model_lock:
-            if generation != self._generation:
+            if job.generation != self._generation:
                 return None
-            if self._stats is not None and self._stats_generation != generation:
-                self._stats.reset()  # statistics of the frames before a reset are gone
-                self._stats_generation = generation
             with torch.autocast("cuda", torch.float16, enabled=self.device.type == "cuda"):
-                pred = self.model(image, small_mask, stats_hook=self._stats).float()
-            target = pred * small_mask + image * (1 - small_mask)
-            new = ColourTransform(*fit_affine(image, target, radius=max(2, self.res // 32)))
+                hook = None if self._stats is None else self._reading(job)
+                pred = self.model(job.image, job.mask, stats_hook=hook).float()
+            target = pred * job.mask + job.image * (1 - job.mask)
+            new = ColourTransform(*fit_affine(job.image, target,
+                                              radius=max(2, self.res // 32)))
         with self._lock:
-            if generation != self._generation:
+            if job.generation != self._generation:
                 return None
-            if self._transform is not None and self.smoothing > 0 and \
-                    self._transform.a.shape == new.a.shape:
-                new = self._transform.blend(new, self.smoothing)
             self._transform = new
             return new
+
+    def _reading(self, job: _Job) -> CorrectedAverage:
+        """The statistics hook of this refresh.
+
+        A regular refresh adds the frame's statistics to their average, weighing the
+        past by the time since the last at the smoothing's time constant, and by no more
+        than ``n / (n + 1)`` for the n-th since a reset (so that it starts as the plain
+        mean of the new frames). While a change is followed, PHNet first reads the frame
+        with the change undone on the statistics of before the change, and the average
+        is handed to the network moved by the change's :class:`ChangeCorrection`.
+        """
+        if self._stats_generation != job.generation:
+            self._stats.reset()  # statistics of the frames before a reset are gone
+            self._stats_generation, self._stats_count = job.generation, 0
+            self._correction = None
+        correction, before = self._correction, None
+        if job.undo is not None and self._stats.state:
+            change, gains = job.undo
+            if correction is None or correction.key != (job.generation, change):
+                if correction is not None:
+                    correction.fold(self._stats.state)
+                correction = self._correction = ChangeCorrection((job.generation, change),
+                                                                 self._stats.state)
+            reader = AverageReader(correction.base)
+            self.model(undo_change(job.image, job.mask, gains), job.mask, stats_hook=reader)
+            before = reader.raw
+        if job.regular:
+            count = self._stats_count
+            keep = keep_after(job.timestamp - self._stats_time, self.time_constant)
+            self._stats.smoothing = min(keep, count / (count + 1))
+            self._stats_count, self._stats_time = count + 1, job.timestamp
+            if correction is not None:
+                correction.old *= self._stats.smoothing
+        return CorrectedAverage(self._stats, job.regular, correction, before)
 
     def _apply(self, composite: np.ndarray, mask: np.ndarray, transform: ColourTransform,
                box: tuple[slice, slice] | None = None, in_place: bool = False) -> np.ndarray:
@@ -354,6 +507,19 @@ class Harmonizer:
         return work
 
 
+class _Job(NamedTuple):
+    """One network run: the small frame and mask, the generation and time it belongs
+    to, and while following a change its number and the gains that undo it (see
+    :func:`undo_gains`)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    generation: int
+    timestamp: float
+    regular: bool  # on the refresh schedule: its statistics join the average
+    undo: tuple[int, np.ndarray] | None
+
+
 def _check_unit(value: float, name: str, upper_open: bool = False) -> float:
     value = float(value)
     ok = 0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0
@@ -375,9 +541,13 @@ class _RefreshWorker:
         self._thread = threading.Thread(target=self._run, name="phnet-refresh", daemon=True)
         self._thread.start()
 
-    def submit(self, image: torch.Tensor, mask: torch.Tensor, generation: int) -> None:
+    def submit(self, job: _Job) -> None:
+        """Run ``job`` next, in place of one still waiting (but a job that follows a
+        change is not replaced by one that does not)."""
         with self._cond:
-            self._job = (image, mask, generation)
+            if self._job is not None and self._job.undo is not None and job.undo is None:
+                return
+            self._job = job
             self._cond.notify()
 
     def stop(self) -> None:
@@ -400,7 +570,7 @@ class _RefreshWorker:
                     return
                 job, self._job = self._job, None
             try:
-                self.harmonizer._refresh(*job)
+                self.harmonizer._refresh(job)
             except torch.cuda.OutOfMemoryError:
                 self.harmonizer._fall_back_to_cpu()  # later requests run on the CPU
             except Exception as err:  # the frames go on with the last transform

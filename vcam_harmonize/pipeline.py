@@ -11,11 +11,15 @@ with its last colour transform meanwhile. The split between the two middle threa
 keeps their work about even on two cores. Every stage is timed. A failing stage never
 stops the stream: the frame goes out un-harmonized (or as the camera saw it) and the
 error is logged once with a count. Settings (background, strength, harmonization,
-working resolution, pause) change live.
+working resolution, pause) change live. The pipeline knows its parts by their protocols
+only (:class:`Sink`, :class:`Segmenter`, :class:`FrameSource`) and owns them: it opens
+them, closes them if opening one fails, and closes them once when stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -32,8 +36,9 @@ from vcam_harmonize.compare import side_by_side
 from vcam_harmonize.compositing import composite
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
-from vcam_harmonize.models.errors import InputError
-from vcam_harmonize.sinks import Sink, VirtualCameraSink
+from vcam_harmonize.models.errors import GpuError, InputError
+from vcam_harmonize.segmentation import PersonSegmenter, Segmenter
+from vcam_harmonize.sinks import Sink, make_sinks
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +91,7 @@ class StageErrors:
 def pick_device(gpu: str) -> str:
     """"cuda" or "cpu" for a ``gpu`` setting of "auto", "on" or "off"."""
     if gpu == "on" and not torch.cuda.is_available():
-        raise InputError("gpu = on, but PyTorch sees no CUDA GPU; use gpu = auto or off")
+        raise GpuError("gpu = on, but PyTorch sees no CUDA GPU; use gpu = auto or off")
     return "cuda" if gpu != "off" and torch.cuda.is_available() else "cpu"
 
 
@@ -99,46 +104,34 @@ def refresh_every(device: str, configured: int = 0) -> int:
 class Pipeline:
     """The running camera.
 
+    Making a pipeline opens its parts, in the order that answers the likeliest mistakes
+    first and keeps the call's view quiet until all is well: the background, the
+    harmonizer's weights, the camera (the source is started), the segmenter, and the
+    sinks last. If one fails, those opened already are closed again, the ones handed in
+    included (they are the pipeline's own from the start), and the error propagates.
+    :meth:`start` starts the threads; :meth:`stop` closes every part once.
+
     Args:
         config: the settings.
-        sinks: where frames go (virtual camera, window, file...).
-        segmenter: anything with ``segment(rgb) -> mask``; default: MediaPipe's.
+        sinks: where frames go (each a :class:`Sink`); default: those ``config.output``
+            names (:func:`make_sinks`); ``[]`` for none.
+        segmenter: a :class:`Segmenter`; default: MediaPipe's, from the config.
         harmonizer: default: a :class:`Harmonizer` built from the config.
-        source: a started-or-not frame source; default: :class:`Capture` of
+        source: a frame source, started here; default: :class:`Capture` of
             ``config.device``.
         max_frames: stop after this many output frames (0 = run until stopped).
         lossless: hand every captured frame through (benchmarks, exact counts).
         paced: play a video-file source at its own frame rate (False: as fast as read).
     """
 
-    def __init__(self, config: CameraConfig, sinks: list[Sink], segmenter=None,
-                 harmonizer: Harmonizer | None = None, source: FrameSource | None = None,
-                 max_frames: int = 0,
+    def __init__(self, config: CameraConfig, sinks: list[Sink] | None = None,
+                 segmenter: Segmenter | None = None, harmonizer: Harmonizer | None = None,
+                 source: FrameSource | None = None, max_frames: int = 0,
                  lossless: bool = False, paced: bool = True):
-        self.config = config.validate()
-        self.sinks = sinks
         self.size = config.output_size
         self.max_frames = max_frames
         self.lossless = lossless
         self.paced = paced
-        self.source = source if source is not None else self._capture(config.device)
-        if segmenter is None:
-            from vcam_harmonize.segmentation import PersonSegmenter
-
-            segmenter = PersonSegmenter(
-                config.segmentation_model, config.mask_smoothing, config.refine,
-                config.mask_threshold or None, config.feather)
-        self.segmenter = segmenter
-        self.background = BackgroundChoice(config.background, self.size)
-        if harmonizer is None:
-            device = pick_device(config.gpu)
-            refresh = refresh_every(device, config.refresh_every)
-            # the network runs beside the frames, which go on with the last transform (on a
-            # GPU it runs for every frame, one frame behind; on a CPU every few frames)
-            harmonizer = Harmonizer(config.weights or None, device, config.res,
-                                    config.smoothing, config.strength, refresh,
-                                    background_refresh=True)
-        self.harmonizer = harmonizer
         self.harmonize_enabled = config.harmonize
         # side by side (composite | harmonized): for the sinks (config.compare) and for
         # the preview callback (the tray's switch)
@@ -147,10 +140,13 @@ class Pipeline:
         self.paused = False
         self.errors = StageErrors()
         self.frames_out = 0
-        self.failure: str | None = None
+        self.failure: InputError | None = None
         self.finished = threading.Event()
         self.on_frame: Callable[[np.ndarray], None] | None = None
         self._stop = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._closed = False
+        self._opencv_held = False
         self._slot = Slot(lossless)
         self._bg_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -158,13 +154,44 @@ class Pipeline:
         self._latency: deque = deque(maxlen=1000)
         self._out_stamps: deque = deque(maxlen=60)
         self._last_frame_at = time.monotonic()
+        with contextlib.ExitStack() as undo:  # closes what is open if a step fails
+            for part in (*(sinks or []), segmenter, harmonizer):
+                if part is not None:
+                    undo.callback(_close_quietly, part, part.close)
+            if source is not None:
+                undo.callback(_close_quietly, source, source.stop)
+            self.config = config.validate()
+            self.background = BackgroundChoice(config.background, self.size)
+            undo.callback(_close_quietly, self.background, self.background.close)
+            if harmonizer is None:
+                device = pick_device(config.gpu)
+                refresh = refresh_every(device, config.refresh_every)
+                # the network runs beside the frames, which go on with the last transform
+                # (on a GPU it runs for every frame, one frame behind; on a CPU every few)
+                harmonizer = Harmonizer(config.weights or None, device, config.res,
+                                        config.smoothing, config.strength, refresh,
+                                        background_refresh=True, fps=config.fps)
+                undo.callback(_close_quietly, harmonizer, harmonizer.close)
+            self.harmonizer = harmonizer
+            if source is None:
+                source = self._capture(config.device)
+                undo.callback(_close_quietly, source, source.stop)
+            self.source: FrameSource = source.start()
+            if segmenter is None:
+                segmenter = PersonSegmenter.from_config(config)
+                undo.callback(_close_quietly, segmenter, segmenter.close)
+            self.segmenter: Segmenter = segmenter
+            self.sinks: list[Sink] = list(sinks) if sinks is not None else make_sinks(config)
+            undo.pop_all()  # all open: stop() closes the parts from now on
 
     # ------------------------------------------------------------------ control
     def start(self) -> Pipeline:
+        """Start the segment and harmonize threads (the parts are open already)."""
         # The stages run on threads of their own, which keep the cores busy; OpenCV's
-        # thread pool on top of them only adds hand-offs and spinning workers.
-        cv2.setNumThreads(1)
-        self.source.start()
+        # thread pool on top of them only adds hand-offs and spinning workers. Its size
+        # is process-wide, so it is lent to the running pipelines and given back.
+        _OPENCV_THREADS.hold()
+        self._opencv_held = True
         self._stop.clear()
         self._last_frame_at = time.monotonic()
         self._threads = [threading.Thread(target=self._segment_loop, name="segment", daemon=True),
@@ -175,28 +202,35 @@ class Pipeline:
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the threads, release the camera, close the sinks, the segmenter, the
-        background and the harmonizer's worker."""
+        """Stop the threads, then close every part once: the camera, the harmonizer's
+        worker, the segmenter, the background and the sinks.
+
+        Safe to call again and from several threads at once: a second call waits for the
+        first and then returns. Threads still running after ``timeout`` s keep the parts
+        they use open (closing them under a live thread could crash); a later call tries
+        again.
+        """
         self._stop.set()
-        deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        stuck = [t.name for t in self._threads if t.is_alive()]
-        self._threads = []
-        self.source.stop()
-        if stuck:  # closing what a live thread still uses could crash; leave it to exit
-            log.warning("threads %s did not stop within %.0f s", stuck, timeout)
+        with self._stop_lock:
+            if self._closed:
+                return
+            deadline = time.monotonic() + timeout
+            others = [t for t in self._threads if t is not threading.current_thread()]
+            for thread in others:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            self.source.stop()
+            if self._opencv_held:
+                self._opencv_held = False
+                _OPENCV_THREADS.give_back()
+            stuck = [t.name for t in others if t.is_alive()]
+            if stuck:
+                log.warning("threads %s did not stop within %.0f s", stuck, timeout)
+                self.finished.set()
+                return
+            self._closed = True
+            for part in (self.harmonizer, self.segmenter, self.background, *self.sinks):
+                _close_quietly(part, part.close)  # one failing must not keep others open
             self.finished.set()
-            return
-        for part in (self.harmonizer, self.segmenter, self.background.current):
-            if hasattr(part, "close"):
-                part.close()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as err:  # closing one sink must not keep the others open
-                log.warning("closing %s failed: %s", type(sink).__name__, err)
-        self.finished.set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the pipeline finished (``max_frames`` reached or stopped)."""
@@ -212,15 +246,14 @@ class Pipeline:
         """Pause (the virtual camera shows a "paused" card) or resume."""
         self.paused = paused
         for sink in self.sinks:
-            if isinstance(sink, VirtualCameraSink):
-                sink.paused = paused
+            sink.paused = paused
 
     def set_background(self, spec: str) -> None:
         """Switch the background; a bad spec raises InputError and keeps the old one."""
         choice = BackgroundChoice(spec, self.size)
         with self._bg_lock:
             old, self.background = self.background, choice
-        old.current.close()
+        old.close()
         self.harmonizer.reset()
 
     def next_background(self) -> None:
@@ -250,21 +283,18 @@ class Pipeline:
             sink.mirror = mirror
 
     def set_mask_smoothing(self, smoothing: float) -> None:
-        """Temporal smoothing of the person mask, in [0, 1) (segmenters that have it)."""
-        if not 0.0 <= smoothing < 1.0:
-            raise InputError(f"mask smoothing must be in [0, 1), got {smoothing}")
-        if hasattr(self.segmenter, "smoothing"):
-            self.segmenter.smoothing = smoothing
+        """Temporal smoothing of the person mask, in the range the settings allow."""
+        dataclasses.replace(self.config, mask_smoothing=smoothing).validate("settings")
+        self.segmenter.smoothing = smoothing
 
     def set_device(self, device: str) -> None:
         """Switch to another camera or video file while running; one that does not open
-        raises InputError and the current one is kept."""
+        raises CameraError and the current one is kept."""
         new = self._capture(device).start()
         old, self.source = self.source, new
         old.stop()
         self.harmonizer.reset()
-        if hasattr(self.segmenter, "reset"):
-            self.segmenter.reset()  # the old camera's mask must not linger
+        self.segmenter.reset()  # the old camera's mask must not linger
 
     def _capture(self, device: str) -> Capture:
         return Capture(_source_of(device), self.size[0], self.size[1], self.config.fps,
@@ -288,15 +318,15 @@ class Pipeline:
         return {
             "fps": fps,
             "frames": self.frames_out,
-            "capture_fps": getattr(self.source, "fps", 0.0),
+            "capture_fps": self.source.fps,
             "stage_ms": {s: (1000 * sum(v) / len(v) if v else 0.0)
                          for s, v in self._times.items()},
             "p50_ms": 1000 * latency[len(latency) // 2] if latency else 0.0,
             "p95_ms": 1000 * latency[int(len(latency) * 0.95)] if latency else 0.0,
             "errors": dict(self.errors.counts) | (
                 {"refresh": self.harmonizer.refresh_errors}
-                if getattr(self.harmonizer, "refresh_errors", 0) else {}),
-            "camera": getattr(self.source, "state", "running"),
+                if self.harmonizer.refresh_errors else {}),
+            "camera": self.source.state,
             "paused": self.paused,
         }
 
@@ -340,8 +370,7 @@ class Pipeline:
     def _camera_silent(self) -> None:
         if time.monotonic() - self._last_frame_at > CAMERA_LOST_AFTER:
             for sink in self.sinks:
-                if isinstance(sink, VirtualCameraSink):
-                    sink.show_card("Camera lost - reconnecting")
+                sink.show_card("Camera lost - reconnecting")
 
     def _harmonize_loop(self) -> None:
         while not self._stop.is_set():
@@ -351,16 +380,17 @@ class Pipeline:
             frame, mask = item
             t = time.perf_counter()
             image, composite = (frame.image, None) if mask is None else self._compose(
-                frame.image, mask, t)
+                frame.image, mask, t, frame.timestamp)
             self._emit(image, frame.timestamp, time.perf_counter(), composite)
             if self.max_frames and self.frames_out >= self.max_frames:
                 self._stop_from_worker()
                 return
 
-    def _compose(self, image: np.ndarray, mask: np.ndarray,
-                 t: float) -> tuple[np.ndarray, np.ndarray | None]:
-        """The person on the chosen background, harmonized; the camera's own frame when
-        the background is "none" or cannot be had. Second: the composite before
+    def _compose(self, image: np.ndarray, mask: np.ndarray, t: float,
+                 captured_at: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """The person on the chosen background, harmonized (its smoothing timed by the
+        capture time ``captured_at``); the camera's own frame when the background is
+        "none" or cannot be had. Second: the composite before
         harmonization, kept only while a side-by-side comparison is on (else None)."""
         try:
             # under the lock: a switch must not close a video being read
@@ -379,7 +409,8 @@ class Pipeline:
         if self.harmonize_enabled:
             try:
                 # the composite is this frame's own array: harmonize it in place
-                image = self.harmonizer.harmonize(image, mask, in_place=True)
+                image = self.harmonizer.harmonize(image, mask, in_place=True,
+                                                  timestamp=captured_at)
             except Exception as err:
                 self.errors.record("harmonize", err)
             self._timed("harmonize", t)
@@ -392,8 +423,8 @@ class Pipeline:
             pair = side_by_side(image if composite is None else composite, image)
         sent = pair if self.compare_output else image
         for sink in self.sinks:
-            failure = getattr(sink, "failure", None)
-            if failure and self.failure is None:
+            failure = sink.failure
+            if failure is not None and self.failure is None:
                 self.failure = failure
                 log.error("%s; stopping", failure)
                 self._stop_from_worker()
@@ -417,3 +448,41 @@ class Pipeline:
 def _source_of(device: str) -> int | str:
     text = str(device).strip()
     return int(text) if text.isdigit() else text
+
+
+def _close_quietly(part: object, close: Callable[[], None]) -> None:
+    """Call ``close`` (of ``part``); a failure is logged, so the next part still closes."""
+    try:
+        close()
+    except Exception as err:
+        log.warning("closing %s failed: %s", type(part).__name__, err)
+
+
+class _OpenCVThreads:
+    """OpenCV's thread count, lent to the running pipelines.
+
+    The count is process-wide (``cv2.setNumThreads`` in one thread sets it for all), so
+    the first pipeline to start sets it to 1 and the last one to stop puts back the
+    caller's value.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._callers = 0
+
+    def hold(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._callers = cv2.getNumThreads()
+                cv2.setNumThreads(1)
+            self._holders += 1
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders == 0:
+                cv2.setNumThreads(self._callers)
+
+
+_OPENCV_THREADS = _OpenCVThreads()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -101,8 +101,28 @@ def refine_mask(mask: np.ndarray, guide: np.ndarray) -> np.ndarray:
     return np.clip(refined, 0.0, 1.0, out=refined)
 
 
+@runtime_checkable
+class Segmenter(Protocol):
+    """What the pipeline knows of a person segmenter.
+
+    ``segment(frame)`` is the person mask of a uint8 RGB (H, W, 3) frame, float32 (H, W)
+    in [0, 1]; ``smoothing`` its temporal smoothing in [0, 1) (it may change while
+    running; one without any ignores it); ``reset()`` forgets the temporal state (a new
+    camera); ``close()`` releases it, and a second call does nothing.
+    """
+
+    smoothing: float
+
+    def segment(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class PersonSegmenter:
-    """Soft person mask for RGB frames, via MediaPipe's ImageSegmenter (VIDEO mode).
+    """Soft person mask for RGB frames, via MediaPipe's ImageSegmenter (VIDEO mode); a
+    :class:`Segmenter`.
 
     Args:
         model: ``"landscape"`` (144x256, faster) or ``"general"`` (256x256).

@@ -1,7 +1,9 @@
 """Where finished frames go: the virtual camera, a preview window or a video file.
 
-All sinks share one interface: ``send(frame_rgb)``, ``close()`` and use as a context
-manager. ``VirtualCameraSink`` keeps the stream alive on its own thread: it sends at a
+All sinks are a :class:`Sink`, the protocol the pipeline and the CLI talk to: made
+(opened) by :func:`make_sinks`, then ``send(frame_rgb)``, ``pump()``, ``close()``, a
+``failure`` and the rest, with defaults for what a sink lacks (no card, nothing to
+pump). ``VirtualCameraSink`` keeps the stream alive on its own thread: it sends at a
 steady rate, repeats the last frame when none arrives in time, and shows a card while
 paused or when asked (e.g. "camera lost").
 """
@@ -14,13 +16,14 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 import pyvirtualcam
 
 from vcam_harmonize.config import CameraConfig
-from vcam_harmonize.models.errors import InputError
+from vcam_harmonize.models.errors import InputError, VirtualCameraError
 from vcam_harmonize.models.images import cover_crop
 
 log = logging.getLogger(__name__)
@@ -32,18 +35,52 @@ _CARD_GREY = 24
 _JOIN_TIMEOUT_S = 2.0
 
 
-class Sink:
-    """Base of all sinks: ``send(frame_rgb)``, ``close()``, context manager, mirror option."""
+@runtime_checkable
+class Sink(Protocol):
+    """Where finished frames go: all that the pipeline and the CLI know of a sink.
 
-    def __init__(self, mirror: bool = False) -> None:
+    Making a sink opens it, as with ``pyvirtualcam.Camera`` (:func:`make_sinks` makes the
+    ones a config names). Then ``send`` each frame, ``pump`` from the thread that made
+    it, and ``close`` it once (a second ``close`` does nothing). Its attributes:
+
+    - ``mirror``: flip frames left-right (may change while running);
+    - ``paused``: while True, a sink that can shows the "Camera paused" card (the
+      virtual camera; the others simply get no frames meanwhile);
+    - ``device``: what the output is called in messages (``/dev/video10``, a path);
+    - ``failure``: None, or the error that made the sink stop taking frames (the
+      pipeline then stops and reports it);
+    - ``quit_requested``: the user asked to quit through the sink (a window's ``q``).
+
+    The sinks here subclass it for its defaults (no card, nothing to pump, no failure,
+    no quitting); anything else with these members is a sink too.
+    """
+
+    mirror: bool
+    paused: bool
+    device: str
+    failure: InputError | None
+    quit_requested: bool
+
+    def __init__(self, mirror: bool = False, device: str = "") -> None:
         self.mirror = mirror
+        self.paused = False
+        self.device = device
+        self.failure = None
+        self.quit_requested = False
 
     def send(self, frame: np.ndarray) -> None:
         """Output one uint8 RGB frame (H, W, 3)."""
         raise NotImplementedError
 
+    def show_card(self, text: str | None) -> None:
+        """Show ``text`` on a dark card instead of the frames until the next ``send``
+        (None ends it); a sink without cards ignores it."""
+
+    def pump(self) -> None:
+        """Drive the sink's own window from the thread that made it; most have none."""
+
     def close(self) -> None:
-        """Flush and release the output."""
+        """Flush and release the output; a second call does nothing."""
 
     def __enter__(self) -> Sink:
         return self
@@ -51,8 +88,10 @@ class Sink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _mirrored(self, frame: np.ndarray) -> np.ndarray:
-        return cv2.flip(frame, 1) if self.mirror else frame
+
+def _flipped(frame: np.ndarray, mirror: bool) -> np.ndarray:
+    """``frame`` mirrored left-right when ``mirror``, else itself."""
+    return cv2.flip(frame, 1) if mirror else frame
 
 
 def video_devices(sysfs: Path = SYSFS_VIDEO) -> list[tuple[str, str]]:
@@ -146,11 +185,12 @@ class VirtualCameraSink(Sink):
     ) -> None:
         super().__init__(mirror)
         if width < 2 or height < 1 or fps <= 0:
-            raise InputError(f"bad virtual camera format {width}x{height} at {fps} fps")
+            raise VirtualCameraError(f"bad virtual camera format {width}x{height} at {fps} fps")
         self.width, self.height, self.fps = width - width % 2, height, fps
         if backend is not None and backend not in pyvirtualcam.camera.BACKENDS:
             known = ", ".join(pyvirtualcam.camera.BACKENDS)
-            raise InputError(f"no {backend!r} virtual camera backend here; available: {known}")
+            raise VirtualCameraError(f"no {backend!r} virtual camera backend here; "
+                                     f"available: {known}")
         if device is None and backend in (None, "v4l2loopback") and sys.platform == "linux":
             device = find_loopback_device(name)
         try:
@@ -158,23 +198,23 @@ class VirtualCameraSink(Sink):
         except (RuntimeError, ValueError, OSError) as err:
             message = " / ".join(str(err).splitlines())
             hint = setup_hint(name, message)
-            raise InputError(f"virtual camera not available ({message}); {hint}") from err
-        self.device: str = self._camera.device
-        self.paused = False
+            raise VirtualCameraError(f"virtual camera not available ({message}); {hint}") \
+                from err
+        self.device = self._camera.device
         self._card_text: str | None = None
         self._cards: dict[str, np.ndarray] = {}
         self._latest = np.zeros((height, self.width, 3), np.uint8)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.failure: str | None = None
         self._failures = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="virtual-camera", daemon=True)
         self._thread.start()
 
     def send(self, frame: np.ndarray) -> None:
         """Queue ``frame`` (uint8 RGB; cover-cropped if its size differs); clears a card."""
         fitted = cover_crop(frame, (self.width, self.height))
-        fitted = self._mirrored(fitted)
+        fitted = _flipped(fitted, self.mirror)
         if fitted is frame:
             fitted = frame.copy()
         with self._lock:
@@ -187,11 +227,14 @@ class VirtualCameraSink(Sink):
             self._card_text = text
 
     def close(self) -> None:
-        """Stop the sender thread and close the virtual camera."""
+        """Stop the sender thread and close the virtual camera (once)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(_JOIN_TIMEOUT_S)
-        self._camera.close()
+        with self._lock:
+            closed, self._closed = self._closed, True
+        if not closed:
+            self._camera.close()
 
     def _current(self) -> np.ndarray:
         with self._lock:
@@ -217,8 +260,9 @@ class VirtualCameraSink(Sink):
                 if self._failures == 1:
                     log.warning("virtual camera write failed: %s", err)
                 if self._failures >= max(3, int(self.fps)):
-                    self.failure = (f"the virtual camera {self.device} stopped accepting "
-                                    f"frames ({err}); check it with 'vcam-harmonize doctor'")
+                    self.failure = VirtualCameraError(
+                        f"the virtual camera {self.device} stopped accepting frames ({err}); "
+                        "check it with 'vcam-harmonize doctor'")
                     return
             self._camera.sleep_until_next_frame()
 
@@ -246,12 +290,11 @@ class WindowSink(Sink):
     """
 
     def __init__(self, title: str = "vcam-harmonize", mirror: bool = False) -> None:
-        super().__init__(mirror)
+        super().__init__(mirror, device="window")
         has_display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         if sys.platform == "linux" and not has_display:
             raise InputError("no display for the preview window (DISPLAY is not set)")
         self.title = title
-        self.quit_requested = False
         try:
             cv2.namedWindow(title, cv2.WINDOW_NORMAL)
         except cv2.error as err:
@@ -265,7 +308,8 @@ class WindowSink(Sink):
         """Show the newest frame and read the keyboard (call from the window's thread)."""
         frame, self._frame = self._frame, None
         if frame is not None:
-            cv2.imshow(self.title, cv2.cvtColor(self._mirrored(frame), cv2.COLOR_RGB2BGR))
+            shown = cv2.cvtColor(_flipped(frame, self.mirror), cv2.COLOR_RGB2BGR)
+            cv2.imshow(self.title, shown)
         key = cv2.waitKey(1) & 0xFF
         closed = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1
         if key == ord("q") or closed:
@@ -289,8 +333,8 @@ class VideoFileSink(Sink):
 
     def __init__(self, path: str | Path, fps: float, mirror: bool = False,
                  size: tuple[int, int] | None = None) -> None:
-        super().__init__(mirror)
         self.path = Path(path).expanduser()
+        super().__init__(mirror, device=str(self.path))
         folder = self.path.parent
         if not folder.is_dir():
             raise InputError(f"cannot write {self.path}: folder {folder} does not exist")
@@ -309,7 +353,7 @@ class VideoFileSink(Sink):
     def send(self, frame: np.ndarray) -> None:
         if self._writer is None:
             self._open(frame.shape[1], frame.shape[0])
-        fitted = self._mirrored(cover_crop(frame, self._size))
+        fitted = _flipped(cover_crop(frame, self._size), self.mirror)
         self._writer.write(cv2.cvtColor(fitted, cv2.COLOR_RGB2BGR))
         self.frames_written += 1
 

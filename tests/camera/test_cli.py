@@ -325,3 +325,19 @@ def test_doctor_runs_the_segmentation_model_on_a_frame():
     ok, message = doctor.check_segmenter()
     assert ok, message
     assert "ran selfie_segmentation_landscape.tflite on the bundled portrait" in message
+
+
+def test_the_console_script_exits_normally_with_mains_code(monkeypatch):
+    """No os._exit: atexit handlers and buffered output still run (the signal tests in
+    tests/robustness time the whole exit)."""
+    import gc
+
+    from vcam_harmonize import cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    try:
+        with pytest.raises(SystemExit) as leaving:
+            cli.entry()
+    finally:
+        gc.unfreeze()
+    assert leaving.value.code == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import cv2
@@ -11,10 +12,13 @@ import pytest
 import pyvirtualcam
 
 from tests.fakecam import recording_backend
+from vcam_harmonize.capture import Capture
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.demo import write_demo_clip
+from vcam_harmonize.models.errors import BackgroundError, VirtualCameraError
 from vcam_harmonize.pipeline import Pipeline
-from vcam_harmonize.sinks import PAUSED_TEXT, VirtualCameraSink, draw_card
+from vcam_harmonize.segmentation import PersonSegmenter
+from vcam_harmonize.sinks import PAUSED_TEXT, Sink, VirtualCameraSink, draw_card
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +73,19 @@ def test_virtual_camera_receives_rgb_frames_of_the_right_size_and_rate(clip, bac
     assert stats["stage_ms"]["harmonize"] > 0 and stats["errors"] == {}
 
 
-def test_started_pipeline_runs_opencv_on_its_own_threads_only(clip, backend):
+def test_a_running_pipeline_lends_opencv_one_thread_and_gives_the_count_back(clip, backend):
     before = cv2.getNumThreads()
-    cv2.setNumThreads(2)
+    cv2.setNumThreads(3)
     try:
-        with Pipeline(_config(clip), []) as pipeline:
-            _wait_frames(pipeline, 2)
-            assert cv2.getNumThreads() == 1
+        first = Pipeline(_config(clip), []).start()
+        second = Pipeline(_config(clip), []).start()
+        _wait_frames(second, 2)
+        assert cv2.getNumThreads() == 1
+        first.stop()
+        assert cv2.getNumThreads() == 1  # the other one still runs
+        second.stop()
+        second.stop()  # a second stop gives nothing back twice
+        assert cv2.getNumThreads() == 3
     finally:
         cv2.setNumThreads(before)
 
@@ -127,6 +137,11 @@ def test_bad_background_keeps_the_old_one(clip, backend):
 
 
 class _Exploding:
+    """A segmenter or a harmonizer whose every call fails."""
+
+    smoothing = 0.0
+    refresh_errors = 0
+
     def __init__(self):
         self.calls = 0
 
@@ -139,6 +154,9 @@ class _Exploding:
         raise RuntimeError("model broke")
 
     def reset(self):
+        pass
+
+    def close(self):
         pass
 
 
@@ -156,3 +174,102 @@ def test_a_failing_stage_does_not_stop_the_stream(clip, backend, caplog, stage):
     assert errors[name] >= 10
     logged = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(logged) == 1  # logged once, counted after
+
+
+class _ClosingSink(Sink):
+    """A sink that counts frames and closes (slowly, to widen a race)."""
+
+    def __init__(self, delay: float = 0.0):
+        super().__init__()
+        self.delay, self.frames, self.closes = delay, 0, 0
+
+    def send(self, frame):
+        self.frames += 1
+
+    def close(self):
+        time.sleep(self.delay)
+        self.closes += 1
+
+
+class _CountingSegmenter:
+    """A whole-frame person; counts its closes (a Segmenter)."""
+
+    smoothing = 0.0
+
+    def __init__(self):
+        self.closes = 0
+
+    def segment(self, frame):
+        return np.ones(frame.shape[:2], np.float32)
+
+    def reset(self):
+        pass
+
+    def close(self):
+        self.closes += 1
+
+
+def test_a_pipeline_that_fails_to_open_leaks_no_segmenter_camera_or_thread(clip, monkeypatch):
+    import vcam_harmonize.pipeline as pipeline_module
+
+    closed = []
+    real_close = PersonSegmenter.close
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+
+    def no_virtual_camera(config):  # the sinks open last: everything else is open by then
+        raise VirtualCameraError("virtual camera not available (test)")
+
+    monkeypatch.setattr(PersonSegmenter, "close", close)
+    monkeypatch.setattr(pipeline_module, "make_sinks", no_virtual_camera)
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(VirtualCameraError):
+        Pipeline(_config(clip, output="virtualcam"))
+    assert len(closed) == 1 and closed[0]._segmenter is None  # MediaPipe's graph released
+    time.sleep(0.2)
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []  # the camera's reader and the harmonizer's worker are gone too
+
+
+def test_parts_handed_to_a_pipeline_that_fails_to_open_are_closed(clip):
+    sink, segmenter = _ClosingSink(), _CountingSegmenter()
+    harmonizer, source = _Exploding(), Capture(str(clip))
+    harmonizer.close = lambda: setattr(harmonizer, "closed", True)
+    with pytest.raises(BackgroundError):
+        Pipeline(_config(clip, background="/no/such/picture.png"), [sink],
+                 segmenter=segmenter, harmonizer=harmonizer, source=source)
+    assert sink.closes == 1 and segmenter.closes == 1 and harmonizer.closed
+    assert source.state == "stopped"
+
+
+def test_two_stops_at_once_close_every_part_once(clip, backend):
+    sink, segmenter = _ClosingSink(delay=0.2), _CountingSegmenter()
+    pipeline = Pipeline(_config(clip), [sink], segmenter=segmenter).start()
+    _wait_frames(pipeline, 3)
+    barrier = threading.Barrier(2)
+    seen = []
+
+    def stop():
+        barrier.wait()
+        pipeline.stop()
+        seen.append(sink.closes)  # the second caller returns once the first is done
+
+    stoppers = [threading.Thread(target=stop) for _ in range(2)]
+    for thread in stoppers:
+        thread.start()
+    for thread in stoppers:
+        thread.join(10)
+    assert seen == [1, 1] and segmenter.closes == 1 and pipeline.finished.is_set()
+    pipeline.stop()
+    assert sink.closes == 1 and segmenter.closes == 1
+
+
+def test_a_pipeline_that_stops_itself_and_is_stopped_closes_once(clip, backend):
+    sink = _ClosingSink(delay=0.1)
+    pipeline = Pipeline(_config(clip), [sink], segmenter=_CountingSegmenter(), max_frames=3,
+                        lossless=True, paced=False).start()
+    assert pipeline.wait(20)
+    pipeline.stop()  # after the pipeline's own stop, at max_frames
+    assert sink.frames == 3 and sink.closes == 1

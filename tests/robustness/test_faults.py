@@ -20,6 +20,7 @@ from vcam_harmonize.capture import Frame
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.demo import write_demo_clip
 from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer
+from vcam_harmonize.models.errors import VirtualCameraError
 from vcam_harmonize.pipeline import Pipeline
 from vcam_harmonize.sinks import VirtualCameraSink, draw_card
 
@@ -54,10 +55,20 @@ class FlakySource:
 
 
 class FastSegmenter:
+    """A fixed person box, no MediaPipe (a Segmenter)."""
+
+    smoothing = 0.0
+
     def segment(self, frame):
         mask = np.zeros(frame.shape[:2], np.float32)
         mask[frame.shape[0] // 4 :, frame.shape[1] // 3 : 2 * frame.shape[1] // 3] = 1
         return mask
+
+    def reset(self):
+        pass
+
+    def close(self):
+        pass
 
 
 def _config(**kw):
@@ -156,7 +167,8 @@ def test_virtual_camera_that_goes_away_stops_the_pipeline_cleanly():
         assert pipeline.wait(10), "the pipeline did not stop"
     finally:
         pyvirtualcam.camera.BACKENDS.pop("refusing", None)
-    assert "stopped accepting frames" in pipeline.failure
+    assert isinstance(pipeline.failure, VirtualCameraError)
+    assert "stopped accepting frames" in str(pipeline.failure)
     assert source.state == "stopped"  # the webcam is released
 
 

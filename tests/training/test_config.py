@@ -78,7 +78,7 @@ def test_lite_from_scratch_runs_the_papers_three_stages():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["train.batch_sise=8"], "unknown key train.batch_sise"),
+    (["train.batch_sise=8"], "unknown key 'train.batch_sise'"),
     (["stages.0.lr=\"fast\""], "stages[0].lr must be float"),
     (["data.sets.0.repeat=1.5"], "data.sets[0].repeat must be int"),
     (["train.amp=1"], "train.amp must be bool"),

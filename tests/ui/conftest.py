@@ -27,11 +27,12 @@ TEAL, ORANGE = (40, 150, 160), (230, 140, 40)
 
 
 class BoxSegmenter:
-    """A person in a fixed box: exact masks, no MediaPipe, no time."""
+    """A person in a fixed box: exact masks, no MediaPipe, no time (a Segmenter)."""
 
     def __init__(self, delay: float = 0.0):
         self.delay = delay
         self.smoothing = 0.5
+        self.closed = False
 
     def segment(self, frame: np.ndarray) -> np.ndarray:
         if self.delay:
@@ -39,6 +40,12 @@ class BoxSegmenter:
         mask = np.zeros(frame.shape[:2], np.float32)
         mask[PERSON] = 1.0
         return mask
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def make_factory(backend: str = BACKEND, build_delay: float = 0.0, segment_delay: float = 0.0,

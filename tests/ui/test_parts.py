@@ -14,10 +14,17 @@ from PyQt6.QtWidgets import QApplication
 
 from vcam_harmonize.backgrounds import default_backgrounds
 from vcam_harmonize.config import CameraConfig, load_toml, save_toml
+from vcam_harmonize.models.errors import (
+    BackgroundError,
+    CameraError,
+    GpuError,
+    InputError,
+    VirtualCameraError,
+)
 from vcam_harmonize.ui import app as app_module
 from vcam_harmonize.ui.autostart import ENTRY_NAME, Autostart, autostart_dir, entry_text
 from vcam_harmonize.ui.controller import default_pipeline
-from vcam_harmonize.ui.errors import fix_for
+from vcam_harmonize.ui.errors import DOCTOR, fix_for
 from vcam_harmonize.ui.gallery import add_to_folder, blur_sigma, choices, matches, thumbnail
 from vcam_harmonize.ui.icons import STATE_COLOURS, state_pixmap
 
@@ -73,18 +80,34 @@ def test_gallery_lists_bundled_own_and_effects(tmp_path):
     assert not thumbnail(offered[3]).isNull() and not thumbnail(offered[-1]).isNull()
 
 
-def test_fixes_name_what_to_do():
-    vcam = fix_for("virtual camera not available (No v4l2 loopback device found); ...",
-                   platform="linux")
+def test_fixes_are_picked_by_the_type_of_the_error():
+    vcam = fix_for(VirtualCameraError, platform="linux")
     assert "sudo modprobe v4l2loopback" in vcam and "vcam-harmonize doctor" in vcam
-    assert "OBS" in fix_for("no 'obs' virtual camera backend here", platform="darwin")
-    camera = fix_for("camera 2 does not open; cameras that do: 0")
+    assert "OBS" in fix_for(VirtualCameraError, platform="darwin")
+    camera = fix_for(CameraError)
     assert "Camera menu" in camera and "vcam-harmonize doctor" in camera
-    # a path in the message does not mislead: the failing setting decides
-    assert "background" in fix_for("video file not found: /home/me/backgrounds/x.mp4",
-                                   setting="background").lower()
-    assert "Camera menu" in fix_for("video file not found: /home/me/backgrounds/x.mp4")
-    assert "Pick another background" in fix_for("cannot decode image /x.png (corrupt?)")
+    assert "Pick another background" in fix_for(BackgroundError)
+    assert 'gpu = "auto"' in fix_for(GpuError)
+    # the type decides, whatever setting was being changed
+    assert "Camera menu" in fix_for(CameraError, setting="background")
+    # an error that names no part: the setting being changed decides, else the doctor
+    assert "Pick another background" in fix_for(InputError, setting="background")
+    assert fix_for(InputError) == fix_for(RuntimeError) == fix_for(None) == DOCTOR
+
+
+def test_the_parts_raise_the_error_types_the_fixes_go_by(tmp_path):
+    from vcam_harmonize.backgrounds import load_background
+    from vcam_harmonize.capture import Capture
+    from vcam_harmonize.sinks import VirtualCameraSink
+
+    (tmp_path / "notes.png").write_text("not an image")
+    for spec in ("/no/such/picture.png", str(tmp_path / "notes.png"), "#12345", "blur:x"):
+        with pytest.raises(BackgroundError):
+            load_background(spec, (64, 48))
+    with pytest.raises(CameraError):  # the path says "backgrounds": the type still decides
+        Capture("/home/me/backgrounds/x.mp4").start()
+    with pytest.raises(VirtualCameraError):
+        VirtualCameraSink(64, 48, 30, backend="not-installed")
 
 
 def test_each_state_has_its_own_icon(qapp):

@@ -1,0 +1,166 @@
+"""The Harmonizer in time: smoothing defined in seconds, changes of light followed fast,
+no flicker added (vcam_harmonize.temporal and the ``--temporal`` clips)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vcam_harmonize import bench_temporal
+from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer
+from vcam_harmonize.temporal import ChangeDetector, frame_statistics, keep_after, time_constant
+
+needs_people = pytest.mark.skipif(bench_temporal.people_folder() is None,
+                                  reason="needs ../shared/datasets/people")
+
+
+def _scene(h=96, w=160, seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    frame = np.stack([80 + 0.3 * x, 100 + 0.2 * y, 140 + 0 * x], -1).astype(np.float32)
+    frame += rng.normal(0, 4, frame.shape)
+    mask = np.zeros((h, w), np.float32)
+    mask[h // 4 :, w // 3 : 2 * w // 3] = 1
+    return frame, mask
+
+
+def _with_background(frame, mask, gain):
+    out = frame * mask[..., None] + frame * gain * (1 - mask[..., None])
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def test_smoothing_is_a_time_constant_in_seconds():
+    assert time_constant(0.0) == 0.0
+    assert time_constant(0.95) == pytest.approx(-1 / (30 * math.log(0.95)))
+    assert time_constant(0.95) == pytest.approx(0.65, abs=0.01)
+    # the weight of the past after one frame at 30 fps is the setting itself
+    assert keep_after(1 / 30, time_constant(0.8)) == pytest.approx(0.8)
+    # ... and two frames at 15 fps weigh it the same as one second at any rate
+    assert keep_after(1.0, time_constant(0.9)) == pytest.approx(0.9 ** 30)
+    assert keep_after(0.5, 0.0) == 0.0 and keep_after(-1.0, 0.5) == 1.0
+
+
+def _settle_seconds(refresh_every: int, fps: float, smoothing: float = 0.9) -> float:
+    """Seconds after a background step until the person's mean is within 10 % of the
+    move it makes, the change-following switched off (the steady smoothing alone)."""
+    frame, mask = _scene(seed=7)
+    before, after = _with_background(frame, mask, 1.0), _with_background(frame, mask, 1.2)
+    harmonizer = Harmonizer(res=64, smoothing=smoothing, refresh_every=refresh_every)
+    harmonizer._changes.update = lambda stats, elapsed: False
+    fg = mask > 0
+    step = int(round(2 * fps))  # two seconds of the old light, a refresh frame
+    steps = int(round(4 * fps))
+    means = np.array([harmonizer.harmonize(before if i < step else after, mask,
+                                           timestamp=i / fps)[fg].mean()
+                      for i in range(step + steps)])
+    final, start = means[-1], means[step - 1]
+    assert abs(final - start) > 2, "the step must move the harmonized person"
+    off = np.flatnonzero(np.abs(means[step:] - final) > 0.1 * abs(final - start))
+    return (off[-1] + 1) / fps if off.size else 0.0
+
+
+def test_settle_time_in_seconds_is_the_same_at_refresh_intervals_1_and_12():
+    """Before, the average moved once per network run: 12 times slower at every 12th
+    frame. Now it moves in time; the refresh interval only samples it."""
+    every_frame = _settle_seconds(1, 30.0)
+    every_12th = _settle_seconds(CPU_REFRESH_EVERY, 30.0)
+    assert 0.3 < every_frame < 2.5
+    assert every_12th == pytest.approx(every_frame, abs=CPU_REFRESH_EVERY / 30)
+
+
+def test_settle_time_in_seconds_does_not_depend_on_the_frame_rate():
+    assert _settle_seconds(1, 15.0) == pytest.approx(_settle_seconds(1, 30.0), abs=0.15)
+
+
+def test_frames_without_timestamps_come_at_the_configured_frame_rate():
+    frame, mask = _scene(seed=3)
+    clip = [_with_background(frame, mask, 1.0 + 0.02 * i) for i in range(8)]
+    plain = Harmonizer(res=64, smoothing=0.9, refresh_every=3, fps=15.0)
+    stamped = Harmonizer(res=64, smoothing=0.9, refresh_every=3)
+    for i, image in enumerate(clip):
+        np.testing.assert_array_equal(plain.harmonize(image, mask),
+                                      stamped.harmonize(image, mask, timestamp=i / 15))
+
+
+def test_the_transform_glides_between_network_runs_instead_of_stepping():
+    """After a change the network ran once, but the frames' transform keeps moving on
+    the frames that follow, in small steps."""
+    frame, mask = _scene(seed=4)
+    harmonizer = Harmonizer(res=64, smoothing=0.95, refresh_every=CPU_REFRESH_EVERY)
+    harmonizer._changes.update = lambda stats, elapsed: False
+    for i in range(24):
+        harmonizer.harmonize(_with_background(frame, mask, 1.0), mask, timestamp=i / 30)
+    fg = mask > 0
+    bright = _with_background(frame, mask, 1.2)
+    means = [harmonizer.harmonize(bright, mask, timestamp=(24 + i) / 30)[fg].mean()
+             for i in range(CPU_REFRESH_EVERY)]  # the first of these is a network run
+    moves = np.abs(np.diff(means))
+    assert (moves > 0).sum() >= 3  # it moved on several frames without a network run
+    assert moves.max() < 0.8 * abs(means[-1] - means[0]) + 1e-6
+
+
+def test_change_detector_ignores_noise_and_tells_a_step():
+    rng = np.random.default_rng(0)
+    detector = ChangeDetector()
+    base = np.full(12, 100.0)
+    told = [detector.update(base + rng.normal(0, 1.0, 12), 1 / 30) for _ in range(60)]
+    assert not any(told)
+    stepped = base.copy()
+    stepped[6:9] *= 1.25  # the background's mean colour, 25 % brighter
+    assert detector.update(stepped + rng.normal(0, 1.0, 12), 1 / 30)
+    np.testing.assert_allclose(detector.before[6:9], 100.0, atol=1.0)
+    # the new light is the new normal: no second change on the next frames
+    assert not any(detector.update(stepped + rng.normal(0, 1.0, 12), 1 / 30)
+                   for _ in range(10))
+
+
+def test_frame_statistics_are_the_person_and_background_colours():
+    image = np.zeros((10, 20, 3), np.uint8)
+    image[:, :10] = (200, 100, 50)
+    image[:, 10:] = (10, 20, 30)
+    mask = np.zeros((10, 20), np.float32)
+    mask[:, :10] = 1
+    stats = frame_statistics(image, mask)
+    np.testing.assert_allclose(stats[0:3], (200, 100, 50))
+    np.testing.assert_allclose(stats[3:6], 0, atol=1e-6)
+    np.testing.assert_allclose(stats[6:9], (10, 20, 30))
+    assert frame_statistics(image, np.zeros_like(mask)) is None
+
+
+def _make(smoothing: float, every: int) -> Harmonizer:
+    return Harmonizer(smoothing=smoothing, refresh_every=every)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """The ``--temporal`` synthetic clip, at 320x180 and cut one second after the step."""
+    spec = bench_temporal.CLIPS[0]
+    clip = bench_temporal.load_clip(replace(spec, frames=spec.step + 30), (320, 180),
+                                    bench_temporal.people_folder())
+    return bench_temporal.run_clip(clip, _make, 0.95, CPU_REFRESH_EVERY)
+
+
+@needs_people
+@pytest.mark.parametrize("every", [CPU_REFRESH_EVERY, 1])
+def test_a_light_step_is_followed_within_half_a_second(synthetic, every):
+    figures = synthetic[f"refresh_every_{every}"]
+    assert synthetic["unsmoothed_move"] > 2  # the step moves the network's answer
+    assert figures["settle_s"] <= bench_temporal.SETTLE_TARGET_S
+
+
+@needs_people
+def test_a_static_clip_flickers_no_more_than_its_input():
+    """The synthetic portrait without its step: the harmonized person's frame-to-frame
+    change stays below the camera noise's, at both refresh settings (unsmoothed, the
+    network's own shimmer adds to it)."""
+    spec = replace(bench_temporal.CLIPS[0], step=10**6, frames=40)
+    clip = bench_temporal.load_clip(spec, (320, 180), bench_temporal.people_folder())
+    source = bench_temporal.trace(clip, None).changes[1:].mean()
+    for every in (CPU_REFRESH_EVERY, 1):
+        harmonizer = _make(0.95, every)
+        out = bench_temporal.trace(
+            clip, lambda f, m, t, h=harmonizer: h.harmonize(f, m, timestamp=t))
+        assert out.changes[1:].mean() <= source
