@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 
 import torch
 
+from vcam_harmonize.bench_pipeline import device_name
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.models import CONFIGS, PHNet
 from vcam_harmonize.models.phnet import count_parameters
@@ -89,13 +89,6 @@ def model_only(configs: list[str], sizes: list[int], devices: list[str], repeats
             print(json.dumps(row), flush=True)
         model.to("cpu")
     return rows
-
-
-def device_name(device: str) -> str:
-    """A readable name of the device, e.g. "cuda (NVIDIA H100 80GB HBM3)"."""
-    if device.startswith("cuda"):
-        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"cpu ({os.cpu_count()} cores)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +172,9 @@ def temporal(args: argparse.Namespace, device: str) -> int:
     from vcam_harmonize.models.errors import InputError
     from vcam_harmonize.pipeline import refresh_every
 
-    torch.set_num_threads(args.threads)
+    # the figures do not depend on speed: one PyTorch thread, as the camera's refresh
+    # thread runs the network (two beside other work on two cores mostly wait)
+    torch.set_num_threads(1)
 
     def make(smoothing: float, every: int) -> Harmonizer:
         return Harmonizer(args.weights or None, device, args.res, smoothing, refresh_every=every)

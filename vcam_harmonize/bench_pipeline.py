@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import torch
 
-from vcam_harmonize.bench import device_name
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.demo import write_demo_clip
 from vcam_harmonize.harmonizer import Harmonizer
@@ -33,6 +32,13 @@ SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "s
 HELD_OUT_SCENES, SPLIT_SEED = 200, 0
 #: photos of the quality clip (one second each)
 QUALITY_PHOTOS = 10
+
+
+def device_name(device: str) -> str:
+    """A readable name of the device, e.g. "cuda (NVIDIA H100 80GB HBM3)"."""
+    if device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({os.cpu_count()} cores)"
 
 
 def scenes_folder() -> Path | None:
