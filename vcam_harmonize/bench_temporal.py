@@ -190,12 +190,17 @@ def trace(clip: Clip, harmonize: Callable[[np.ndarray, np.ndarray, float], np.nd
     return Trace(np.array(means), np.array(changes))
 
 
+def steady_pairs(pairs: int, step: int) -> np.ndarray:
+    """Which of ``pairs`` frame pairs (pair ``i``: frames ``i`` and ``i + 1``) lie outside
+    the half second after the step: bool ``(pairs,)``."""
+    keep = np.ones(pairs, bool)
+    keep[max(step - 1, 0) : step - 1 + int(round(SETTLE_TARGET_S * FPS))] = False
+    return keep
+
+
 def flicker(result: Trace, step: int) -> float:
-    """Mean frame-to-frame change on the core, leaving out the pairs in the half second
-    after the step (the pair ``i`` is frames ``i`` and ``i + 1``)."""
-    window = range(step - 1, step - 1 + int(round(SETTLE_TARGET_S * FPS)))
-    keep = [i for i in range(len(result.changes)) if i not in window]
-    return float(result.changes[keep].mean())
+    """Mean frame-to-frame change on the core, outside the half second after the step."""
+    return float(result.changes[steady_pairs(len(result.changes), step)].mean())
 
 
 def settle_frames(result: Trace, reference: Trace, step: int, each_channel: bool = False
@@ -231,8 +236,9 @@ def run_clip(clip: Clip, make: Callable[[float, int], object], smoothing: float,
                "input_flicker": round(input_flicker, 3),
                "unsmoothed_flicker_ratio": round(flicker(unsmoothed, step) / input_flicker, 3),
                "unsmoothed_mean_change": round(mean_change(unsmoothed, step), 2),
-               "unsmoothed_move": round(abs(float(unsmoothed.means[step + 15:].mean()
-                                                 - unsmoothed.means[15:step].mean())), 2)}
+               "unsmoothed_move": round(abs(float(
+                   unsmoothed.means[min(step + 15, len(unsmoothed.means) - 1):].mean()
+                   - unsmoothed.means[min(15, step - 1):step].mean())), 2)}
     lit = Clip(replace(clip.spec, step=0), clip.photo, clip.mask, clip.core, clip.background,
                clip.size)
     for every in dict.fromkeys((refresh, 1)):
@@ -255,8 +261,7 @@ def mean_change(result: Trace, step: int) -> float:
     """Mean change of the person's mean from one frame to the next (grey levels),
     outside the half second after the step: the shimmer of the colour as a whole."""
     changes = np.abs(np.diff(result.means.mean(axis=1)))
-    window = range(step - 1, step - 1 + int(round(SETTLE_TARGET_S * FPS)))
-    return float(np.delete(changes, list(window)).mean())
+    return float(changes[steady_pairs(len(changes), step)].mean())
 
 
 def temporal_bench(make: Callable[[float, int], object], smoothing: float, refresh: int,

@@ -61,7 +61,9 @@ from vcam_harmonize.temporal import (
 
 log = logging.getLogger(__name__)
 
-#: mean absolute change of a thumbnail of the composite (0..1) taken as a scene cut.
+#: mean absolute change of a thumbnail of the composite (0..1) taken as a scene cut; each
+#: channel of the thumbnail is scaled to the same mean first, so that a change of light
+#: (a lamp, a brighter background) is no cut but a change to follow.
 SCENE_CUT = 0.1
 #: on a CPU, PHNet runs on every n-th frame (2.5 times a second from a 30 fps camera);
 #: its colour transform serves the frames between.
@@ -79,6 +81,9 @@ FAST_HOLD = 0.3
 #: the frames get a new transform once the gliding one differs from theirs by this many
 #: grey levels (anywhere): steps too small to see, and few full-size upsamplings
 SHOW_STEP = 0.5
+#: and at most once in each tick of this many seconds of the frames' clock, but while
+#: following a change: each new one costs two full-size upsamplings
+SHOW_PERIOD = 1 / 15
 #: a longer gap between two frames counts as this long (s)
 MAX_GAP = 1.0
 
@@ -148,13 +153,15 @@ class ColourTransform:
 
     def blend(self, other: ColourTransform, keep: float) -> ColourTransform:
         """``keep * self + (1 - keep) * other``."""
-        return ColourTransform(keep * self.a + (1 - keep) * other.a,
-                               keep * self.b + (1 - keep) * other.b)
+        return ColourTransform(torch.lerp(other.a, self.a, keep),
+                               torch.lerp(other.b, self.b, keep))
 
     def difference(self, other: ColourTransform) -> float:
         """The most a pixel (0..255) can differ between this transform and ``other``:
-        the largest ``255 * |da * I + db|`` over the maps and ``I`` in [0, 1]."""
-        da, db = self.a - other.a, self.b - other.b
+        the largest ``255 * |da * I + db|`` over the maps and ``I`` in [0, 1], read on
+        every 4th pixel of the maps (they are smooth: box-filtered twice)."""
+        da = self.a[..., ::4, ::4] - other.a[..., ::4, ::4]
+        db = self.b[..., ::4, ::4] - other.b[..., ::4, ::4]
         return 255 * float(torch.maximum(db.abs(), (da + db).abs()).max())
 
     def low_maps(self) -> tuple[np.ndarray, np.ndarray]:
@@ -212,6 +219,7 @@ class Harmonizer:
         self._transform: ColourTransform | None = None  # the network's latest
         self._smoothed: ColourTransform | None = None   # gliding toward it
         self._shown: ColourTransform | None = None      # what the frames get
+        self._shown_at = -math.inf                      # since this time
         self._thumb: np.ndarray | None = None
         self._changes = ChangeDetector()
         self._fast_until = -math.inf           # fast following until this time
@@ -325,14 +333,15 @@ class Harmonizer:
         change, and after a scene cut; with ``background_refresh`` on a worker thread
         while frames go on. Every frame the transform glides toward the latest result."""
         # every 8th pixel is plenty for a 32x18 thumbnail and the statistics, and 60x cheaper
-        sparse = composite[::8, ::8]
-        thumb = cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA)
+        sparse = np.ascontiguousarray(composite[::8, ::8])
+        thumb = cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
+        thumb *= 128 / np.maximum(thumb.mean(axis=(0, 1)), 16.0)
         stats = frame_statistics(sparse, mask[::8, ::8]) if self.time_constant > 0 else None
         with self._lock:
             if self._thumb is not None and \
-                    np.abs(thumb.astype(np.float32) - self._thumb).mean() > SCENE_CUT * 255:
+                    np.abs(thumb - self._thumb).mean() > SCENE_CUT * 255:
                 self._forget()
-            self._thumb = thumb.astype(np.float32)
+            self._thumb = thumb
             now, elapsed = self._tick(timestamp)
             if self._changes.update(stats, elapsed):
                 if now >= self._fast_until or self._change is None:  # a new change
@@ -357,7 +366,7 @@ class Harmonizer:
                 self._worker.submit(job)
             else:
                 self._refresh(job)
-        return self._glide(elapsed, fast, generation)
+        return self._glide(now, elapsed, fast, generation)
 
     def _tick(self, timestamp: float | None) -> tuple[float, float]:
         """``(this frame's time, seconds since the previous frame)``; without a
@@ -370,10 +379,12 @@ class Harmonizer:
         self._time = timestamp
         return timestamp, elapsed
 
-    def _glide(self, elapsed: float, fast: bool, generation: int) -> ColourTransform | None:
+    def _glide(self, now: float, elapsed: float, fast: bool,
+               generation: int) -> ColourTransform | None:
         """Move the smoothed transform toward the network's latest for ``elapsed``
         seconds, and hand the frames a new one once it differs from theirs by
-        :data:`SHOW_STEP` grey levels (or has arrived)."""
+        :data:`SHOW_STEP` grey levels (or has arrived), at most once a tick of
+        :data:`SHOW_PERIOD` seconds unless ``fast``."""
         with self._lock:
             target = self._transform
             if target is None or generation != self._generation:
@@ -382,6 +393,7 @@ class Harmonizer:
             if smoothed is None or self.time_constant == 0 or \
                     smoothed.a.shape != target.a.shape:
                 self._smoothed = self._shown = target
+                self._shown_at = now
                 return target
             if smoothed is not target:
                 tau = min(self._glide_time, FAST_TIME_CONSTANT) if fast else \
@@ -391,9 +403,12 @@ class Harmonizer:
                     smoothed = target  # arrived
                 self._smoothed = smoothed
             shown = self._shown
-            if shown is not smoothed and (smoothed is target or shown is None or
-                                          smoothed.difference(shown) >= SHOW_STEP):
-                self._shown = shown = smoothed
+            due = fast or shown is None or _tick_of(now) != _tick_of(self._shown_at)
+            if shown is not smoothed and due and (
+                    smoothed is target or shown is None or
+                    smoothed.difference(shown) >= SHOW_STEP):
+                self._shown, self._shown_at = smoothed, now
+                shown = smoothed
             return shown
 
     @torch.inference_mode()
@@ -505,6 +520,11 @@ class Harmonizer:
             work["maps_of"] = None
             self._buffers.work = work
         return work
+
+
+def _tick_of(timestamp: float) -> float:
+    """The :data:`SHOW_PERIOD` tick of the frames' clock that ``timestamp`` lies in."""
+    return math.floor(timestamp / SHOW_PERIOD + 1e-6) if math.isfinite(timestamp) else -math.inf
 
 
 class _Job(NamedTuple):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from vcam_harmonize import bench, bench_pipeline
+from vcam_harmonize import bench, bench_pipeline, bench_temporal
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
+PEOPLE = SCENES.parent / "people"
 KEYS = ["model", "weights", "cpu_ms_per_frame", "harmonize_ms", "device", "width", "height",
         "res", "frames", "fps", "p50_ms", "p95_ms", "stage_ms", "peak_rss_mb", "rss_growth_mb",
         "reference_fps", "quality_gap_db"]
@@ -39,6 +40,9 @@ def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatc
     assert 0 < result["cpu_cores"] and result["paced"] is False
     if SCENES.is_dir():
         assert isinstance(result["quality_gap_db"], float)
+        clip = result["quality_clip"]
+        assert clip["in_training_split"] == 0 and len(clip["photos"]) == 10
+        assert clip["smoothing"] == 0.95 and clip["refresh_every"] == 12
 
 
 def test_paced_run_plays_the_clip_at_its_frame_rate(capsys):
@@ -105,3 +109,48 @@ def test_the_camera_background_skips_the_harmonization_price(capsys):
     result = _last_json_line(capsys)
     assert result["frames"] == 4 and result["harmonize_ms"] is None
     assert result["stage_ms"].get("harmonize", 0.0) == 0.0
+
+
+@pytest.mark.skipif(not SCENES.is_dir(), reason="needs ../shared/datasets/scenes")
+def test_the_quality_clip_photos_are_held_out_of_training():
+    """The quality gap is measured on photos training never saw: the bench's own reading
+    of the split (the camera does not import training) is training's."""
+    from vcam_harmonize.training.splits import scene_splits
+
+    train, held_out = scene_splits(SCENES, 200, 0)
+    assert bench_pipeline.held_out_scenes(SCENES) == held_out
+    photos = bench_pipeline.quality_photos(SCENES)
+    assert len(photos) == bench_pipeline.QUALITY_PHOTOS
+    assert not set(photos) & set(train)
+
+
+@pytest.mark.skipif(not PEOPLE.is_dir(), reason="needs ../shared/datasets/people")
+def test_the_temporal_clips_show_people_held_out_of_training():
+    from vcam_harmonize.training.splits import person_splits
+
+    train, held_out = person_splits(PEOPLE, 0.1, 0)
+    persons = {spec.person for spec in bench_temporal.CLIPS}
+    assert persons == {bench_temporal.STATIC_PERSON, bench_temporal.MOVING_PERSON}
+    assert persons <= set(held_out) and not persons & set(train)
+
+
+@pytest.mark.skipif(not PEOPLE.is_dir(), reason="needs ../shared/datasets/people")
+def test_temporal_prints_flicker_and_settle_for_both_clips_and_refresh_settings(
+        monkeypatch, capsys):
+    from dataclasses import replace
+
+    short = tuple(replace(spec, frames=spec.step + 6) for spec in bench_temporal.CLIPS)
+    monkeypatch.setattr(bench_temporal, "CLIPS", short)
+    monkeypatch.setattr(bench_temporal, "CLIP_SIZE", (160, 96))
+    assert bench.main(["--temporal", "--device", "cpu", "--res", "64"]) == 0
+    result = _last_json_line(capsys)
+    assert set(result["clips"]) == {"synthetic", "person"}
+    for figures in result["clips"].values():
+        assert figures["input_flicker"] > 0
+        for every in (12, 1):
+            run = figures[f"refresh_every_{every}"]
+            assert run["flicker_ratio"] > 0 and 0 <= run["settle_frames"] <= 6
+            assert run["settle_s"] == round(run["settle_frames"] / 30, 3)
+    assert (result["width"], result["height"], result["smoothing"]) == (160, 96, 0.95)
+    assert isinstance(result["targets_met"], bool)
+    assert "person_splits" in result["people_held_out_of"]

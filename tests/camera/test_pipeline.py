@@ -149,7 +149,7 @@ class _Exploding:
         self.calls += 1
         raise RuntimeError("segmenter broke")
 
-    def harmonize(self, composite, mask, in_place=False):
+    def harmonize(self, composite, mask, in_place=False, timestamp=None):
         self.calls += 1
         raise RuntimeError("model broke")
 

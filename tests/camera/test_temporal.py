@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from vcam_harmonize import bench_temporal
 from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer
@@ -15,6 +16,16 @@ from vcam_harmonize.temporal import ChangeDetector, frame_statistics, keep_after
 
 needs_people = pytest.mark.skipif(bench_temporal.people_folder() is None,
                                   reason="needs ../shared/datasets/people")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The network on one thread, as the camera's refresh thread runs it (two threads
+    beside other work on a 2-core machine spend most of their time waiting)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _scene(h=96, w=160, seed=0):
