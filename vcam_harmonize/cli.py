@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "'#rrggbb', 'none' or 'default' (the bundled ones)")
     add("--no-harmonize", action="store_true", help="composite only, no colour matching")
     add("--strength", type=float, help="harmonization strength 0..1 (default 1)")
-    add("--smoothing", type=float, help="temporal smoothing, 0 (none) to below 1 (default 0.8)")
+    add("--smoothing", type=float, help="temporal smoothing: the weight of the past per 1/30 s, "
+                                        "time constant -1/(30 ln s) s (default 0.95: 0.65 s)")
     add("--output", help="'virtualcam' (default), 'window', or a video file such as out.mp4")
     add("--camera-device", help="the loopback device to write, e.g. /dev/video10")
     add("--mirror", action="store_true", help="mirror the output (off by default: call apps "
