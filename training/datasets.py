@@ -330,6 +330,11 @@ class FolderDataset(Dataset):
         return _sample(comp[0], real[0], mask[0], self.pairs[index][0], flip)
 
 
+def foreground(mask: np.ndarray) -> np.ndarray:
+    """The mask's foreground as booleans, whether it holds floats in [0, 1] or 0-255."""
+    return mask > 0.5 if mask.dtype.kind == "f" else mask > 127
+
+
 def upper_body_crop(
     image: np.ndarray, mask: np.ndarray, rng: np.random.Generator | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +350,7 @@ def upper_body_crop(
     """
     height, width = mask.shape[:2]
     full = min(height, width)
-    rows, cols = np.nonzero(mask > 0.5 if mask.dtype.kind == "f" else mask > 127)
+    rows, cols = np.nonzero(foreground(mask))
     if rows.size == 0:
         top, left = (height - full) // 2, (width - full) // 2
         window = (slice(top, top + full), slice(left, left + full))
@@ -369,15 +374,16 @@ def random_square_crop(
     ``tries`` failures the largest square centred on the foreground is returned."""
     height, width = mask.shape[:2]
     full = min(height, width)
-    total = float((mask > 127).sum())
+    inside = foreground(mask)
+    total = float(inside.sum())
     for _ in range(tries):
         side = max(8, int(round(full * np.sqrt(rng.uniform(min_area, 1.0)))))
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
-        crop = mask[top : top + side, left : left + side]
-        if total == 0 or (crop > 127).sum() >= 0.2 * total:
-            return image[top : top + side, left : left + side], crop
-    rows, cols = np.nonzero(mask > 127)
+        window = (slice(top, top + side), slice(left, left + side))
+        if total == 0 or inside[window].sum() >= 0.2 * total:
+            return image[window], mask[window]
+    rows, cols = np.nonzero(inside)
     top = int(np.clip(rows.mean() - full / 2, 0, height - full))
     left = int(np.clip(cols.mean() - full / 2, 0, width - full))
     return image[top : top + full, left : left + full], mask[top : top + full, left : left + full]

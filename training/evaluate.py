@@ -50,23 +50,33 @@ def make_predictor(spec: str, device: torch.device) -> Predictor:
 
 
 @torch.no_grad()
-def evaluate(predictor: Predictor, datasets: dict[str, Dataset], device: torch.device,
-             batch_size: int = 8, samples: int = 0) -> tuple[MetricAccumulator, list]:
-    """Score ``predictor`` on every dataset; also return ``samples`` example rows
-    ``(comp, blended prediction, real)`` as HxWx3 uint8 arrays, the first images of each
-    dataset in turn (shared out as evenly as the count allows)."""
-    acc, examples = MetricAccumulator(), []
+def evaluate(predictors: dict[str, Predictor], datasets: dict[str, Dataset],
+             device: torch.device, batch_size: int = 8, samples: int = 0,
+             workers: int = 0) -> tuple[dict[str, MetricAccumulator], list]:
+    """Score every predictor on every dataset in one pass over the data (each held-out
+    composite is read and made once, whatever the number of predictors).
+
+    Returns the accumulators by predictor label and ``samples`` example rows ``(comp,
+    blended prediction, real)`` as HxWx3 uint8 arrays of the first predictor that is not
+    ``composite``, the first images of each dataset in turn (shared out as evenly as the
+    count allows)."""
+    results = {label: MetricAccumulator() for label in predictors}
+    shown_by = next((label for label in predictors if label != "composite"), None)
+    examples: list = []
     for k, (name, dataset) in enumerate(datasets.items()):
         wanted = samples // len(datasets) + (k < samples % len(datasets))
-        for batch in DataLoader(dataset, batch_size=batch_size):
+        for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
             comp, real, mask = (batch[key].to(device) for key in ("comp", "real", "mask"))
-            pred = predictor(comp, mask)
-            acc.add(name, image_metrics(pred, real, comp, mask))
-            shown = blend(pred, comp, mask)
-            for i in range(min(wanted, comp.shape[0])):
-                examples.append([_to_uint8(t[i]) for t in (comp, shown, real)])
-            wanted -= min(wanted, comp.shape[0])
-    return acc, examples
+            for label, predictor in predictors.items():
+                pred = predictor(comp, mask)
+                results[label].add(name, image_metrics(pred, real, comp, mask))
+                if label != shown_by or not wanted:
+                    continue
+                shown = blend(pred, comp, mask)
+                for i in range(min(wanted, comp.shape[0])):
+                    examples.append([_to_uint8(t[i]) for t in (comp, shown, real)])
+                wanted -= min(wanted, comp.shape[0])
+    return results, examples
 
 
 def _to_uint8(image: Tensor) -> np.ndarray:
@@ -191,17 +201,15 @@ def _run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     datasets = _datasets(args)
     out = Path(args.out)
-    results, grid_done = {}, False
+    predictors = {}
     for spec in args.weights:
         label = Path(spec).stem if spec not in ("composite", "transfer") else spec
-        acc, examples = evaluate(make_predictor(spec, device), datasets, device,
-                                 args.batch_size, 0 if grid_done or spec in ("composite",)
-                                 else args.samples)
-        results[label] = acc
-        if examples and not grid_done:
-            out.mkdir(parents=True, exist_ok=True)
-            write_grid(examples, out / "samples.png")
-            grid_done = True
+        predictors[label] = make_predictor(spec, device)
+    results, examples = evaluate(predictors, datasets, device, args.batch_size,
+                                 args.samples, args.workers)
+    if examples:
+        out.mkdir(parents=True, exist_ok=True)
+        write_grid(examples, out / "samples.png")
     print(write_reports(results, out), end="")
     return 0
 
@@ -224,6 +232,8 @@ def register(subparsers) -> None:
     parser.add_argument("--size", type=int, default=256, help="square evaluation size")
     parser.add_argument("--limit", type=int, default=0, help="at most this many images per set")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loading processes (0: load in this process)")
     parser.add_argument("--samples", type=int, default=6, help="rows in samples.png")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", required=True, help="folder for metrics.md/.csv, samples.png")

@@ -280,17 +280,19 @@ def test_global_recolour_changes_the_whole_photo_alike_and_stays_in_range():
                                global_recolour(real, 0.7, np.random.default_rng(9)))
 
 
-def test_random_square_crop_keeps_enough_of_the_foreground():
+@pytest.mark.parametrize("full", [255, 1.0], ids=["uint8", "float"])
+def test_random_square_crop_keeps_enough_of_the_foreground(full):
+    # float masks in [0, 1] are what FolderDataset hands the crop
     image = np.zeros((120, 200, 3), np.uint8)
-    mask = np.zeros((120, 200), np.uint8)
-    mask[40:100, 150:190] = 255
+    mask = np.zeros((120, 200), np.uint8 if full == 255 else np.float32)
+    mask[40:100, 150:190] = full
     rng = np.random.default_rng(0)
     for _ in range(50):
         crop_image, crop_mask = random_square_crop(image, mask, 0.3, rng)
         side = crop_mask.shape[0]
         assert crop_mask.shape == (side, side) == crop_image.shape[:2]
         assert side <= 120 and side * side >= 0.3 * 120 * 120 - 2 * 120
-        assert (crop_mask > 127).sum() >= 0.2 * (mask > 127).sum()
+        assert (crop_mask > full / 2).sum() >= 0.2 * (mask > full / 2).sum()
 
 
 @needs_shared
