@@ -26,6 +26,7 @@ from PyQt6.QtWidgets import (
 )
 
 from vcam_harmonize.config import CameraConfig
+from vcam_harmonize.cpu_meter import machine_cores
 from vcam_harmonize.pipeline import STAGES
 from vcam_harmonize.sinks import PAUSED_TEXT, draw_card
 
@@ -210,23 +211,27 @@ class SettingsWindow(QWidget):
         self.camera_state.setWordWrap(True)
         self.fps = QLabel("-")
         self.latency = QLabel("-")
+        self.cpu = QLabel("-")
+        self.cpu.setToolTip("The processor time the camera takes, all its threads together")
         grid.addWidget(QLabel("Virtual camera"), 0, 0)
         grid.addWidget(self.camera_state, 0, 1, 1, 3)
         grid.addWidget(QLabel("Frame rate"), 1, 0)
         grid.addWidget(self.fps, 1, 1)
         grid.addWidget(QLabel("Latency"), 1, 2)
         grid.addWidget(self.latency, 1, 3)
+        grid.addWidget(QLabel("CPU"), 2, 0)
+        grid.addWidget(self.cpu, 2, 1, 1, 3)
         self.stage_labels: dict[str, QLabel] = {}
         for i, stage in enumerate(STAGES):
             label = QLabel("-")
             self.stage_labels[stage] = label
-            grid.addWidget(QLabel(stage.capitalize()), 2 + i // 2, 2 * (i % 2))
-            grid.addWidget(label, 2 + i // 2, 2 * (i % 2) + 1)
+            grid.addWidget(QLabel(stage.capitalize()), 3 + i // 2, 2 * (i % 2))
+            grid.addWidget(label, 3 + i // 2, 2 * (i % 2) + 1)
         self.errors = QLabel()
         self.errors.setWordWrap(True)
         self.errors.setStyleSheet("color: #b02a2a;")
         self.errors.hide()
-        grid.addWidget(self.errors, 2 + (len(STAGES) + 1) // 2, 0, 1, 4)
+        grid.addWidget(self.errors, 3 + (len(STAGES) + 1) // 2, 0, 1, 4)
         return box
 
     # ------------------------------------------------------------ messages
@@ -261,13 +266,14 @@ class SettingsWindow(QWidget):
     def update_stats(self) -> None:
         stats = self.controller.stats()
         if stats is None:
-            for label in (self.fps, self.latency, *self.stage_labels.values()):
+            for label in (self.fps, self.latency, self.cpu, *self.stage_labels.values()):
                 label.setText("-")
             self.errors.hide()
             return
         capture = f" (camera {stats['capture_fps']:.1f})" if stats.get("capture_fps") else ""
         self.fps.setText(f"{stats['fps']:.1f} fps{capture}")
         self.latency.setText(f"{stats['p50_ms']:.0f} ms (p95 {stats['p95_ms']:.0f})")
+        self.cpu.setText(cpu_text(stats.get("cpu_cores"), stats.get("cpu_share")))
         for stage, label in self.stage_labels.items():
             label.setText(f"{stats['stage_ms'].get(stage, 0.0):.1f} ms")
         problems = [f"{stage}: {count} errors" for stage, count in stats["errors"].items()]
@@ -337,6 +343,15 @@ class SettingsWindow(QWidget):
             self.hide()
         else:
             super().closeEvent(event)
+
+
+def cpu_text(cores: float | None, share: float | None) -> str:
+    """"0.45 cores (23% of 2 cores)"; "-" before the pipeline has measured it."""
+    if cores is None:
+        return "-"
+    machine = machine_cores()
+    of = f" ({share:.0%} of {machine} cores)" if share is not None else ""
+    return f"{cores:.2f} cores{of}"
 
 
 def _to_pixmap(frame: np.ndarray, size: QSize) -> QPixmap:

@@ -7,6 +7,23 @@ use, capture-to-sink latency percentiles, per-stage milliseconds, memory, the sp
 the way a user of the authors' code would harmonize video (``reference_fps``) and the
 quality cost of the real-time shortcuts (``quality_gap_db``).
 
+``--pair`` times the clip twice in one go, harmonized and plain (as ``--no-harmonize``),
+so the price of harmonization is read off one machine in one state: the top-level keys
+stay the harmonized run's, ``plain`` holds the plain run's, and ``harmonize_overhead`` is
+the ratio of their ``cpu_ms_per_frame``. ``--pair-rounds n`` alternates them n times (H,
+P, H, P, ...) against drift in the machine's state; both runs shown are then each side's
+median run (the lower middle one for even n), the overhead is their ratio and
+``pair_rounds`` lists every round's. Without ``--pair`` there is no ``plain`` or
+``pair_rounds`` and ``harmonize_overhead`` is null.
+
+``--load N`` times under load, as in a call where the app's video encoder keeps cores
+busy: N processes spin on the CPU for the whole of the timed run(s), each pinned to a
+core of its own from the last one down (Linux); ``load`` reports their number, pinning,
+cores, the CPU seconds they actually burnt and how long they ran, so a reader sees the
+load was there (null with ``--load 0``). See :mod:`vcam_harmonize.bench_load`. The
+figures outside the timed runs (``harmonize_ms``, ``reference_fps``, the quality gap)
+are measured without the load.
+
 ``--model-only`` times PHNet alone: for each configuration its parameters, MACs and the
 median forward time at each size, on the CPU and on CUDA when present, one JSON line
 per configuration and device.
@@ -127,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--paced", action="store_true",
                       help="play the clip at its own 30 fps, as a camera delivers frames "
                            "(cpu_cores then tells the load of a live camera)")
+    pipe.add_argument("--pair", action="store_true",
+                      help="time a harmonized and a plain run of the same clip and report "
+                           "plain and harmonize_overhead (the ratio of their "
+                           "cpu_ms_per_frame); not with --no-harmonize")
+    pipe.add_argument("--pair-rounds", type=int, default=1,
+                      help="with --pair: alternate the two this many times (H, P, H, P, "
+                           "...) and report each side's median run")
+    pipe.add_argument("--load", type=int, default=0, metavar="N",
+                      help="time under N busy processes (standing in for the call app's "
+                           "video encoder), each pinned to its own core from the last one "
+                           "down; 0 to cpu_count-1")
     pipe.add_argument("--reference-frames", type=int, default=5,
                       help="frames to time the authors' way (0: skip)")
     pipe.add_argument("--quality-frames", type=int, default=300,

@@ -8,6 +8,7 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from vcam_harmonize.bench_load import busy_load, max_load
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.demo import write_demo_clip
 from vcam_harmonize.harmonizer import Harmonizer
@@ -78,11 +80,23 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def run_pipeline_bench(args: argparse.Namespace) -> dict:
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad settings before anything is loaded (InputError: one ``error:`` line)."""
     if args.frames <= 0:
         raise InputError(f"--frames must be positive, got {args.frames}")
     if args.warmup < 0:
         raise InputError(f"--warmup must be 0 or more, got {args.warmup}")
+    if not 0 <= args.load <= max_load():
+        raise InputError(f"--load must be 0 to {max_load()} (one core stays for the "
+                         f"pipeline), got {args.load}")
+    if args.pair and args.no_harmonize:
+        raise InputError("--pair times a harmonized and a plain run; drop --no-harmonize")
+    if args.pair_rounds < 1:
+        raise InputError(f"--pair-rounds must be 1 or more, got {args.pair_rounds}")
+
+
+def run_pipeline_bench(args: argparse.Namespace) -> dict:
+    check_args(args)
     device = args.devices[0]
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="vcam-bench-"))
@@ -91,7 +105,23 @@ def run_pipeline_bench(args: argparse.Namespace) -> dict:
         video = Path(args.video) if args.video else write_demo_clip(
             workdir / "demo.avi", (args.width, args.height), 30.0)
         result = {"model": model, "weights": weights_label}
-        result |= time_pipeline(args, device, video)
+        # only the pipeline runs are timed under the load (one load for all of them); the
+        # figures below (harmonize_ms, reference_fps, quality) are measured without it
+        with busy_load(args.load) as load:
+            if args.pair:
+                runs = [time_pipeline(args, device, video, harmonize=harmonize)
+                        for _ in range(args.pair_rounds) for harmonize in (True, False)]
+            else:
+                runs = [time_pipeline(args, device, video)]
+        if args.pair:
+            harmonized, plain, overhead, rounds = pair_summary(runs[0::2], runs[1::2])
+            result |= harmonized
+            result["plain"], result["pair_rounds"] = plain, rounds
+        else:
+            result |= runs[0]
+            overhead = None
+        result["harmonize_overhead"] = overhead
+        result["load"] = load.as_json() if load.processes else None
         if not args.no_harmonize:
             result["harmonize_ms"] = harmonize_cost(args, device)
         result["reference_fps"] = reference_fps(args, device) if args.reference_frames else None
@@ -132,9 +162,40 @@ def pick_model(args: argparse.Namespace, workdir: Path) -> tuple[str, str]:
     return args.model, UNTRAINED
 
 
-def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
+def pair_summary(harmonized: list[dict], plain: list[dict]
+                 ) -> tuple[dict, dict, float | None, list[dict]]:
+    """``--pair``: the harmonized and plain runs of each round (run in the order H, P, H,
+    P, ...) summed up as ``(harmonized run, plain run, harmonize_overhead, rounds)``.
+
+    The runs shown are each side's median run by ``cpu_ms_per_frame``, the lower middle
+    one for an even count (``statistics.median_low``), so every figure printed is a real
+    run's and ``harmonize_overhead`` is exactly the ratio of the two printed
+    ``cpu_ms_per_frame`` (3 decimals; None if the plain run used no CPU). ``rounds``
+    lists each round's two ``cpu_ms_per_frame`` and their ratio."""
+    def median_run(runs: list[dict]) -> dict:
+        middle = statistics.median_low(run["cpu_ms_per_frame"] for run in runs)
+        return next(run for run in runs if run["cpu_ms_per_frame"] == middle)
+
+    def ratio(h: dict, p: dict) -> float | None:
+        cost = p["cpu_ms_per_frame"]
+        return round(h["cpu_ms_per_frame"] / cost, 3) if cost > 0 else None
+
+    rounds = [{"harmonized_cpu_ms_per_frame": h["cpu_ms_per_frame"],
+               "plain_cpu_ms_per_frame": p["cpu_ms_per_frame"], "overhead": ratio(h, p)}
+              for h, p in zip(harmonized, plain, strict=True)]
+    shown_h, shown_p = median_run(harmonized), median_run(plain)
+    return shown_h, shown_p, ratio(shown_h, shown_p), rounds
+
+
+def time_pipeline(args: argparse.Namespace, device: str, video: Path,
+                  harmonize: bool | None = None) -> dict:
+    """Play ``video`` through a fresh pipeline: ``args.warmup`` frames, then
+    ``args.frames`` timed ones. ``harmonize`` (default: not ``--no-harmonize``) lets
+    ``--pair`` time both kinds with the same settings."""
+    if harmonize is None:
+        harmonize = not args.no_harmonize
     config = CameraConfig(device=str(video), width=args.width, height=args.height,
-                          background=args.background, harmonize=not args.no_harmonize,
+                          background=args.background, harmonize=harmonize,
                           res=args.res, refresh_every=args.refresh_every,
                           smoothing=args.smoothing, weights=args.weights,
                           gpu="on" if device == "cuda" else "off", output="bench")
@@ -165,7 +226,7 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path) -> dict:
     return {
         "device": device_name(device),
         "width": args.width, "height": args.height, "res": args.res,
-        "harmonize": not args.no_harmonize,
+        "harmonize": harmonize,
         "paced": args.paced,
         "refresh_every": pipeline.harmonizer.refresh_every,
         "frames": timed,

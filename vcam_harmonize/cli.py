@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     check_files(config)  # before PyTorch loads: a wrong path is answered at once
 
     from vcam_harmonize.capture import Capture
+    from vcam_harmonize.cpu_meter import CpuMeter
     from vcam_harmonize.pipeline import Pipeline
     source = None
     if args.demo:
@@ -134,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         devices = ", ".join(sink.device for sink in pipeline.sinks)
         print(f"vcam-harmonize: {config.width}x{config.height} @ {config.fps:g} fps -> "
               f"{devices} (Ctrl-C stops)", file=sys.stderr)
+        run_cpu = CpuMeter(window=math.inf)  # the average over the whole run
         pipeline.start()
         last_print = time.monotonic()
         while not stop.is_set() and not pipeline.wait(0.02):
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                 if isinstance(pipeline.source, Capture) and pipeline.source.negotiated:
                     stats["input"] = pipeline.source.negotiated._asdict()
                 print(json.dumps(stats), file=sys.stderr)
+        cores = run_cpu.cores()
     finally:
         pipeline.stop()
         for sig, handler in handlers.items():
@@ -157,15 +161,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if stats["errors"]:
         print(f"stage errors: {stats['errors']}", file=sys.stderr)
-    print(f"vcam-harmonize: {stats['frames']} frames written", file=sys.stderr)
+    price = "" if cores is None else \
+        f" (CPU {cores:.2f} cores, {run_cpu.share(cores):.0%} of {run_cpu.machine})"
+    print(f"vcam-harmonize: {stats['frames']} frames written{price}", file=sys.stderr)
     return 0
+
+
+#: decimals of the --stats figures that need more than two (a share of the machine: 0.1 %).
+_DECIMALS = {"cpu_share": 3}
 
 
 def _rounded(stats: dict) -> dict:
     out = {}
     for key, value in stats.items():
         if isinstance(value, float):
-            out[key] = round(value, 2)
+            out[key] = round(value, _DECIMALS.get(key, 2))
         elif isinstance(value, dict):
             out[key] = _rounded(value)
         else:

@@ -1,9 +1,15 @@
-"""Put the person on the background: alpha compositing."""
+"""Put the person on the background: alpha compositing, alone or in one pass with the
+harmonizer's colour transform."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+#: mask values below this count as background (they could not change a uint8 pixel)
+MASK_FLOOR = 1.0 / 512
+#: rows of the person's box are cut into this many bands (see :func:`person_bands`)
+BANDS = 8
 
 
 def bounding_box(region: np.ndarray) -> tuple[slice, slice] | None:
@@ -41,4 +47,76 @@ def composite(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return out
     weights = alpha[box]
     cv2.blendLinear(fg[box], bg[box], weights, 1.0 - weights, dst=out[box])
+    return out
+
+
+def person_bands(region: np.ndarray, box: tuple[slice, slice],
+                 count: int = BANDS) -> list[tuple[slice, slice]]:
+    """The person's box cut into ``count`` bands of rows, each narrowed to the columns
+    the person (``region``, boolean ``(H, W)``) reaches in it: head and shoulders fill
+    about half of their bounding box, so the bands skip half its pixels."""
+    top, bottom = box[0].start, box[0].stop
+    bands = []
+    for rows in np.array_split(np.arange(top, bottom), min(count, bottom - top)):
+        band = slice(int(rows[0]), int(rows[-1]) + 1)
+        inside = bounding_box(region[band, box[1]])
+        if inside is not None:
+            cols = inside[1]
+            bands.append((slice(band.start + inside[0].start, band.start + inside[0].stop),
+                          slice(box[1].start + cols.start, box[1].start + cols.stop)))
+    return bands
+
+
+def composite_transformed(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
+                          gain: np.ndarray, offset: np.ndarray, strength: float = 1.0,
+                          out: np.ndarray | None = None,
+                          scratch: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The person on the background with a colour transform applied, in one pass over
+    the person: ``C + alpha * (T - C)``, rounded, where ``C`` is :func:`composite`
+    ``(fg, bg, mask)``, ``T = gain * C + offset`` saturated to [0, 255] (the corrected
+    colour is a colour before the mask mixes it in) and ``alpha = strength * mask``.
+
+    Compositing and transforming share each band of rows (:func:`person_bands`): the
+    composite, its transform and the final mix are made band by band while the band is
+    in the cache, over the person's own columns rather than the whole frame. Where
+    ``alpha * 255 < 0.5`` (the mask below :data:`MASK_FLOOR` included) the output is
+    the composite exactly. ``fg`` and ``bg`` may be the same array (a composite made
+    already); with ``out`` the same array too it is transformed in place.
+
+    Args:
+        fg, bg: uint8 ``(H, W, 3)``: the camera frame and the background.
+        mask: float32 ``(H, W)`` in [0, 1].
+        gain, offset: float32 ``(H, W, 3)`` maps (the offset in grey levels).
+        strength: in [0, 1].
+        out: uint8 ``(H, W, 3)`` to write into, holding ``bg``'s pixels already (``bg``
+            itself, or a copy of it); None: a new copy of ``bg``.
+        scratch: float32 and uint8 ``(H, W, 3)`` working space, reused between frames
+            to save allocations; None: allocated.
+
+    Returns:
+        ``out``.
+    """
+    if out is None:
+        out = np.empty(bg.shape, np.uint8)
+        out[:] = bg
+    region = mask >= MASK_FLOOR
+    box = bounding_box(region)
+    if box is None:
+        return out
+    if scratch is None:
+        scratch = (np.empty(fg.shape, np.float32), np.empty(fg.shape, np.uint8))
+    product, corrected = scratch
+    made = fg is bg  # the composite is there already
+    for band in person_bands(region, box):
+        weight = mask[band]
+        rest = 1.0 - weight
+        target = out[band]
+        if not made:
+            cv2.blendLinear(fg[band], target, weight, rest, dst=target)
+        cv2.multiply(target, gain[band], dst=product[band], dtype=cv2.CV_32F)
+        cv2.add(product[band], offset[band], dst=corrected[band], dtype=cv2.CV_8U)
+        if strength < 1:
+            weight = weight * np.float32(strength)
+            rest = 1.0 - weight
+        cv2.blendLinear(corrected[band], target, weight, rest, dst=target)
     return out

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from kornia.filters import box_blur
 
-from vcam_harmonize.compositing import bounding_box
+from vcam_harmonize.compositing import MASK_FLOOR, bounding_box, composite, composite_transformed
 from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
 from vcam_harmonize.models.weights import default_weights_path
@@ -68,8 +68,6 @@ SCENE_CUT = 0.1
 #: on a CPU, PHNet runs on every n-th frame (2.5 times a second from a 30 fps camera);
 #: its colour transform serves the frames between.
 CPU_REFRESH_EVERY = 12
-#: mask values below this count as background (they could not change a uint8 pixel).
-MASK_FLOOR = 1.0 / 512
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
 GUIDED_EPS = 1e-3
 #: the frames' transform glides toward the network's with at most this time constant (s)
@@ -291,22 +289,48 @@ class Harmonizer:
             raise InputError(f"mask {mask.shape} does not match composite {composite.shape[:2]}")
         if in_place and not (composite.flags.c_contiguous and composite.flags.writeable):
             raise InputError("harmonize(in_place=True) needs a C-ordered, writable composite")
-        keep = (lambda: composite) if in_place else composite.copy
-        mask = mask.astype(np.float32, copy=False)
+        return self._run(_Frame(composite, composite, mask), in_place, timestamp)
+
+    def composite_harmonized(self, fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
+                             timestamp: float | None = None) -> np.ndarray:
+        """The person of ``fg`` on ``bg``, harmonized: :func:`composite` and then
+        :meth:`harmonize`, within one level, in one pass over the person's box (see
+        :func:`composite_transformed`). The composite itself is made at full size only
+        for the frames whose copy the network reads.
+
+        Args:
+            fg, bg: uint8 RGB ``(H, W, 3)``: the camera frame and the background.
+            mask: float ``(H, W)`` in [0, 1], 1 = the person.
+            timestamp: as for :meth:`harmonize`.
+
+        Returns:
+            a new uint8 RGB ``(H, W, 3)`` array.
+        """
+        for name, image in (("fg", fg), ("bg", bg)):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise InputError(f"{name} must be uint8 RGB (H, W, 3), got {image.dtype} "
+                                 f"{image.shape}")
+        if fg.shape != bg.shape or mask.shape != fg.shape[:2]:
+            raise InputError(f"shape mismatch: fg {fg.shape}, bg {bg.shape}, "
+                             f"mask {mask.shape}")
+        return self._run(_Frame(fg, bg, mask), False, timestamp)
+
+    def _run(self, frame: _Frame, in_place: bool, timestamp: float | None) -> np.ndarray:
+        mask = frame.mask
         low, high, _, _ = cv2.minMaxLoc(mask)  # one pass; a copy only when out of range
         if low < 0 or high > 1:
-            mask = np.clip(mask, 0.0, 1.0)
+            mask = frame.mask = np.clip(mask, 0.0, 1.0)
         box = bounding_box(mask >= MASK_FLOOR)
         if self.strength <= 0 or box is None:
-            return keep()
+            return frame.composite(copy=not in_place)
         try:
-            transform = self._transform_for(composite, mask, timestamp)
+            transform = self._transform_for(frame, timestamp)
         except torch.cuda.OutOfMemoryError:
             self._fall_back_to_cpu()
-            transform = self._transform_for(composite, mask, timestamp)
+            transform = self._transform_for(frame, timestamp)
         if transform is None:  # a reset from another thread overtook this frame
-            return keep()
-        return self._apply(composite, mask, transform, box, in_place)
+            return frame.composite(copy=not in_place)
+        return self._apply_to(frame, transform, in_place)
 
     def _fall_back_to_cpu(self) -> None:
         """CUDA ran out of memory: go on with the model on the CPU."""
@@ -326,14 +350,14 @@ class Harmonizer:
         mask_t = torch.from_numpy(small_mask).to(self.device)[None, None]
         return image_t, mask_t
 
-    def _transform_for(self, composite: np.ndarray, mask: np.ndarray,
-                       timestamp: float | None) -> ColourTransform | None:
+    def _transform_for(self, frame: _Frame, timestamp: float | None) -> ColourTransform | None:
         """The transform for this frame (None if a reset from another thread overtook
         it). PHNet runs every ``refresh_every`` frames, on every frame while following a
         change, and after a scene cut; with ``background_refresh`` on a worker thread
         while frames go on. Every frame the transform glides toward the latest result."""
+        mask = frame.mask
         # every 8th pixel is plenty for a 32x18 thumbnail and the statistics, and 60x cheaper
-        sparse = np.ascontiguousarray(composite[::8, ::8])
+        sparse = frame.sparse()
         thumb = cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
         thumb *= 128 / np.maximum(thumb.mean(axis=(0, 1)), 16.0)
         stats = frame_statistics(sparse, mask[::8, ::8]) if self.time_constant > 0 else None
@@ -358,7 +382,7 @@ class Harmonizer:
                 undo = None if gains is None else (self._change[0], gains)
             generation = self._generation
         if regular or fast:
-            image, small_mask = self._small(composite, mask)
+            image, small_mask = self._small(frame.composite(), mask)
             job = _Job(image, small_mask, generation, now, regular, undo)
             if self.background_refresh and not waited:
                 if self._worker is None:
@@ -468,58 +492,81 @@ class Harmonizer:
                box: tuple[slice, slice] | None = None, in_place: bool = False) -> np.ndarray:
         """Apply the transform where the mask is, at full resolution.
 
-        With alpha = strength * mask: out = I + alpha * ((a - 1) * I + b), inside the
-        person's bounding box only. The low-resolution maps are upsampled with the
-        pixel centres aligned (``cv2.resize``'s bilinear mapping), once per transform:
-        the frames that reuse a transform (all but every ``refresh_every``-th on a CPU)
-        reuse its full-size maps too. All full-size work goes through reused buffers
-        with single OpenCV calls: a 720p frame costs a few milliseconds and allocates
-        nothing but the output.
+        With alpha = strength * mask: out = I + alpha * (T - I), rounded, where
+        T = a * I + b saturated to [0, 255]; the composite exactly where the mask is
+        below :data:`MASK_FLOOR`.
         """
         if box is None:  # the pixels a weight could change: mask >= MASK_FLOOR
             box = bounding_box(mask >= MASK_FLOOR)
             if box is None:
                 return composite if in_place else composite.copy()
-        height, width = mask.shape
+        return self._apply_to(_Frame(composite, composite, mask), transform, in_place)
+
+    def _apply_to(self, frame: _Frame, transform: ColourTransform, in_place: bool) -> np.ndarray:
+        """:func:`composite_transformed` of the frame with the transform's maps, which
+        are upsampled (pixel centres aligned: ``cv2.resize``'s bilinear mapping) once per
+        transform: the frames that reuse a transform (all but every
+        ``refresh_every``-th on a CPU) reuse its full-size maps too, and the scratch
+        space is kept between frames."""
+        height, width = frame.mask.shape
         work = self._workspace(height, width)
         low = transform.low_maps()
         if work["maps_of"] is not low:  # a new transform: upsample its maps once
-            cv2.resize(low[0], (width, height), dst=work["gain"], interpolation=cv2.INTER_LINEAR)
+            cv2.resize(low[0] + 1, (width, height), dst=work["gain"],
+                       interpolation=cv2.INTER_LINEAR)
             cv2.resize(low[1], (width, height), dst=work["offset"],
                        interpolation=cv2.INTER_LINEAR)
             work["maps_of"] = low
-        image = composite[box]
-        change = work["change"][box]
-        cv2.multiply(image, work["gain"][box], dst=change, dtype=cv2.CV_32F)
-        cv2.add(change, work["offset"][box], dst=change)    # (a - 1) * I + b
-        alpha = work["alpha"][box]
-        # below the floor a pixel could not change: keep the composite there exactly
-        cv2.threshold(mask[box], MASK_FLOOR - 1e-7, 1.0, cv2.THRESH_TOZERO, dst=alpha)
-        if self.strength < 1:
-            alpha *= np.float32(self.strength)
-        alpha3 = cv2.merge([alpha, alpha, alpha], dst=work["alpha3"][box])
-        cv2.multiply(change, alpha3, dst=change)
-        if in_place:
-            out = composite
+        if in_place:  # the composite itself (fg is bg)
+            out: np.ndarray | None = frame.fg
+        elif frame.fg is frame.bg:
+            out = np.empty(frame.bg.shape, np.uint8)  # C order, whatever the input's layout
+            out[:] = frame.bg
         else:
-            out = np.empty(composite.shape, np.uint8)  # C order, whatever the input's layout
-            out[:] = composite
-        # I + alpha * change, rounded and saturated to uint8 in the same pass
-        cv2.add(change, image, dst=out[box], dtype=cv2.CV_8U)
-        return out
+            out = None  # a new copy of the background
+        return composite_transformed(frame.fg, frame.bg, frame.mask, work["gain"],
+                                     work["offset"], self.strength, out=out,
+                                     scratch=(work["product"], work["corrected"]))
 
     def _workspace(self, height: int, width: int) -> dict:
-        """Full-frame float32 buffers for :meth:`_apply`, kept while the size stays
-        (one set per calling thread): the upsampled maps of the transform named by
-        ``maps_of`` and scratch space."""
+        """Full-frame buffers for :meth:`_apply_to`, kept while the size stays (one set
+        per calling thread): the upsampled maps of the transform named by ``maps_of``
+        and scratch space."""
         work = getattr(self._buffers, "work", None)
-        if work is None or work["alpha"].shape != (height, width):
+        if work is None or work["gain"].shape[:2] != (height, width):
             work = {name: np.empty((height, width, 3), np.float32)
-                    for name in ("gain", "offset", "change", "alpha3")}
-            work["alpha"] = np.empty((height, width), np.float32)
+                    for name in ("gain", "offset", "product")}
+            work["corrected"] = np.empty((height, width, 3), np.uint8)
             work["maps_of"] = None
             self._buffers.work = work
         return work
+
+
+class _Frame:
+    """A frame to harmonize: the camera's picture ``fg`` to go on ``bg`` (the same array
+    when the composite is made already) and the mask; its composite is made only when
+    asked for (the network's copy, the statistics' every 8th pixel)."""
+
+    def __init__(self, fg: np.ndarray, bg: np.ndarray, mask: np.ndarray):
+        self.fg, self.bg = fg, bg
+        self.mask = mask.astype(np.float32, copy=False)
+        self._composite: np.ndarray | None = fg if fg is bg else None
+
+    def composite(self, copy: bool = False) -> np.ndarray:
+        """The full-size composite (a fresh array with ``copy``)."""
+        if self._composite is None:
+            self._composite = composite(self.fg, self.bg, self.mask)
+            return self._composite
+        return self._composite.copy() if copy else self._composite
+
+    def sparse(self) -> np.ndarray:
+        """Every 8th pixel of the composite, C-ordered."""
+        if self._composite is not None:
+            return np.ascontiguousarray(self._composite[::8, ::8])
+        step = (slice(None, None, 8), slice(None, None, 8))
+        return composite(np.ascontiguousarray(self.fg[step]),
+                         np.ascontiguousarray(self.bg[step]),
+                         np.ascontiguousarray(self.mask[step]))
 
 
 def _tick_of(timestamp: float) -> float:

@@ -35,6 +35,7 @@ from vcam_harmonize.capture import Capture, Frame, FrameSource
 from vcam_harmonize.compare import side_by_side
 from vcam_harmonize.compositing import composite
 from vcam_harmonize.config import CameraConfig
+from vcam_harmonize.cpu_meter import CpuMeter
 from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
 from vcam_harmonize.models.errors import GpuError, InputError
 from vcam_harmonize.segmentation import PersonSegmenter, Segmenter
@@ -183,6 +184,7 @@ class Pipeline:
             self.segmenter: Segmenter = segmenter
             self.sinks: list[Sink] = list(sinks) if sinks is not None else make_sinks(config)
             undo.pop_all()  # all open: stop() closes the parts from now on
+        self._cpu = CpuMeter()  # the price from here on (opening the parts not counted)
 
     # ------------------------------------------------------------------ control
     def start(self) -> Pipeline:
@@ -307,14 +309,20 @@ class Pipeline:
             times.clear()
         self._latency.clear()
         self._out_stamps.clear()
+        self._cpu.reset()
 
     def stats(self) -> dict:
         """Output fps, frames, per-stage milliseconds (mean of the last frames), latency
-        percentiles, error counts."""
+        percentiles, error counts, and the CPU price: ``cpu_cores``, the cores the whole
+        process keeps busy on average over the last few seconds (CPU seconds per wall
+        second, e.g. 0.43), and ``cpu_share``, that as a fraction of the machine
+        (``cpu_cores / os.cpu_count()``, 0..1); both None within 0.1 s of making the
+        pipeline or of :meth:`reset_stats` (too short a span to measure)."""
         stamps = list(self._out_stamps)
         fps = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 and \
             stamps[-1] > stamps[0] else 0.0
         latency = sorted(self._latency)
+        cpu_cores = self._cpu.cores()
         return {
             "fps": fps,
             "frames": self.frames_out,
@@ -328,6 +336,8 @@ class Pipeline:
                 if self.harmonizer.refresh_errors else {}),
             "camera": self.source.state,
             "paused": self.paused,
+            "cpu_cores": cpu_cores,
+            "cpu_share": self._cpu.share(cpu_cores),
         }
 
     # ------------------------------------------------------------------ threads
@@ -400,13 +410,31 @@ class Pipeline:
             if bg is None:
                 return image, None
             t = self._timed("background", t)
-            image = composite(image, bg, mask)
-            t = self._timed("composite", t)
         except Exception as err:
             self.errors.record("background", err)
             return image, None
-        before = image.copy() if self.compare_output or self.compare_preview else None
-        if self.harmonize_enabled:
+        compare = self.compare_output or self.compare_preview
+        harmonize = self.harmonize_enabled
+        if harmonize and not compare:
+            try:
+                # one pass over the person's box composites and harmonizes (the
+                # "composite" stage is part of "harmonize" then)
+                image = self.harmonizer.composite_harmonized(image, bg, mask,
+                                                             timestamp=captured_at)
+                self._times["composite"].append(0.0)
+                self._timed("harmonize", t)
+                return image, None
+            except Exception as err:
+                self.errors.record("harmonize", err)
+                harmonize = False  # this frame goes out composited only
+        try:
+            image = composite(image, bg, mask)
+        except Exception as err:
+            self.errors.record("background", err)
+            return image, None
+        t = self._timed("composite", t)
+        before = image.copy() if compare else None
+        if harmonize:
             try:
                 # the composite is this frame's own array: harmonize it in place
                 image = self.harmonizer.harmonize(image, mask, in_place=True,

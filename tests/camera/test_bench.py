@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from vcam_harmonize import bench, bench_pipeline, bench_temporal
+from vcam_harmonize import bench, bench_load, bench_pipeline, bench_temporal
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
 PEOPLE = SCENES.parent / "people"
@@ -74,6 +80,13 @@ def test_model_option_times_an_untrained_network_of_that_configuration(capsys):
     (["--warmup", "-1"], "--warmup must be 0 or more, got -1"),
     (["--model", "big"], "--model must be one of ['ffhqh', 'iharmony4', 'lite', 'paper'], "
                          "got 'big'"),
+    (["--load", "-1"], f"--load must be 0 to {bench_load.max_load()} (one core stays for the "
+                       "pipeline), got -1"),
+    (["--load", str(os.cpu_count())], f"--load must be 0 to {bench_load.max_load()} (one core "
+                                      f"stays for the pipeline), got {os.cpu_count()}"),
+    (["--pair", "--no-harmonize"],
+     "--pair times a harmonized and a plain run; drop --no-harmonize"),
+    (["--pair", "--pair-rounds", "0"], "--pair-rounds must be 1 or more, got 0"),
 ])
 def test_bad_frame_counts_are_one_line_and_exit_code_2(args, message, capsys):
     assert bench.main(["--device", "cpu", *args]) == 2
@@ -154,3 +167,163 @@ def test_temporal_prints_flicker_and_settle_for_both_clips_and_refresh_settings(
     assert (result["width"], result["height"], result["smoothing"]) == (160, 96, 0.95)
     assert isinstance(result["targets_met"], bool)
     assert "person_splits" in result["people_held_out_of"]
+
+
+#: the fewest frames that still time a pipeline run
+SHORT = [a for a in TINY if a not in ("--quality-frames", "10", "--reference-frames", "1",
+                                      "--frames", "20")] + [
+    "--frames", "8", "--warmup", "2", "--reference-frames", "0", "--quality-frames", "0"]
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _children() -> set[int]:
+    """The live child processes of this one, read from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X"):
+                found.add(int(entry.name))
+    return found
+
+
+def _wait_gone(pid: int, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+
+
+def test_without_pair_or_load_there_is_no_plain_run_and_no_load(capsys):
+    assert bench.main(SHORT) == 0
+    result = _last_json_line(capsys)
+    assert "plain" not in result and "pair_rounds" not in result
+    assert result["harmonize_overhead"] is None and result["load"] is None
+    assert result["harmonize"] is True and result["frames"] == 8
+
+
+def test_pair_reports_the_plain_run_and_the_harmonize_overhead(capsys):
+    """--pair times the clip harmonized and plain: the top level stays the harmonized
+    run's, ``plain`` is the plain run's, and the overhead is their CPU ratio."""
+    assert bench.main([*SHORT, "--pair"]) == 0
+    result = _last_json_line(capsys)
+    plain = result["plain"]
+    assert result["harmonize"] is True and plain["harmonize"] is False
+    assert result["frames"] == 8 and plain["frames"] == 8
+    assert plain["cpu_ms_per_frame"] > 0 and plain["fps"] > 0 and not plain["errors"]
+    assert plain["stage_ms"].get("harmonize", 0.0) == 0.0
+    overhead = result["harmonize_overhead"]
+    assert overhead > 0
+    assert overhead == pytest.approx(result["cpu_ms_per_frame"] / plain["cpu_ms_per_frame"],
+                                     abs=5e-4)
+    assert result["pair_rounds"] == [{"harmonized_cpu_ms_per_frame": result["cpu_ms_per_frame"],
+                                      "plain_cpu_ms_per_frame": plain["cpu_ms_per_frame"],
+                                      "overhead": overhead}]
+    assert result["load"] is None and all(key in result for key in KEYS)
+
+
+def test_pair_rounds_show_each_sides_median_run():
+    """With several rounds each side shows its median run (the lower middle one for an
+    even count), so the printed overhead is the ratio of the printed figures."""
+    def run(cpu: float, tag: str) -> dict:
+        return {"cpu_ms_per_frame": cpu, "tag": tag}
+
+    harmonized = [run(30.0, "h0"), run(20.0, "h1"), run(25.0, "h2")]
+    plain = [run(10.0, "p0"), run(12.0, "p1"), run(11.0, "p2")]
+    shown_h, shown_p, overhead, rounds = bench_pipeline.pair_summary(harmonized, plain)
+    assert (shown_h["tag"], shown_p["tag"], overhead) == ("h2", "p2", round(25 / 11, 3))
+    assert [r["overhead"] for r in rounds] == [3.0, round(20 / 12, 3), round(25 / 11, 3)]
+    shown_h, shown_p, overhead, rounds = bench_pipeline.pair_summary(harmonized[:2], plain[:2])
+    assert (shown_h["tag"], shown_p["tag"], overhead) == ("h1", "p0", 2.0)
+    assert len(rounds) == 2
+    _, _, overhead, _ = bench_pipeline.pair_summary([run(5.0, "h")], [run(0.0, "p")])
+    assert overhead is None
+
+
+@linux_only
+@pytest.mark.skipif(bench_load.max_load() < 1, reason="needs two cores")
+def test_load_runs_beside_the_timing_and_is_gone_afterwards(capsys):
+    before = _children()
+    assert bench.main([*SHORT, "--load", "1"]) == 0
+    result = _last_json_line(capsys)
+    load = result["load"]
+    assert load["processes"] == 1 and load["busy_cpu_s"] > 0 and load["wall_s"] > 0
+    assert load["busy_cpu_s"] <= load["wall_s"] + 0.2  # one process: at most one core
+    assert 0 < load["start_s"] < 2
+    if hasattr(os, "sched_setaffinity"):
+        assert load["pinned"] is True
+        assert load["cores"] == [bench_load.usable_cores()[-1]]
+    assert result["frames"] == 8
+    assert multiprocessing.active_children() == []
+    assert _children() - before == set()
+
+
+@linux_only
+@pytest.mark.skipif(bench_load.max_load() < 1, reason="needs two cores")
+def test_the_load_stops_when_the_body_raises():
+    with pytest.raises(KeyboardInterrupt), bench_load.busy_load(1) as info:
+        pids = list(info.pids)
+        assert len(pids) == 1 and _alive(pids[0])
+        time.sleep(0.3)
+        raise KeyboardInterrupt
+    assert not any(_alive(pid) for pid in pids)
+    assert multiprocessing.active_children() == []
+    assert info.busy_cpu_s > 0 and info.wall_s >= 0.3
+
+
+def test_no_load_starts_nothing():
+    with bench_load.busy_load(0) as info:
+        assert info.pids == [] and multiprocessing.active_children() == []
+    assert info.as_json()["processes"] == 0 and info.busy_cpu_s == 0.0
+    with pytest.raises(ValueError, match="load must be 0 to"):
+        with bench_load.busy_load(bench_load.max_load() + 1):
+            pass
+
+
+_HOLDER = """
+import os, sys, time
+from vcam_harmonize import bench_load
+bench_load.USE_PDEATHSIG = {pdeathsig}
+with bench_load.busy_load(1) as info:
+    print(info.pids[0], flush=True)
+    if {exit_at_once}:
+        os._exit(0)
+    time.sleep(60)
+"""
+
+
+@linux_only
+@pytest.mark.skipif(bench_load.max_load() < 1, reason="needs two cores")
+@pytest.mark.parametrize(("death", "pdeathsig"), [("sigkill", True), ("sigkill", False),
+                                                  ("os._exit", False)])
+def test_the_load_exits_by_itself_when_the_benchmark_dies_hard(death, pdeathsig):
+    """No finally runs when the benchmark is SIGKILLed or leaves by ``os._exit``: the load
+    process sees it (the kernel's parent-death signal, else its own getppid() check)."""
+    script = _HOLDER.format(pdeathsig=pdeathsig, exit_at_once=death == "os._exit")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        pid = int(holder.stdout.readline())
+        if death == "sigkill":
+            assert _alive(pid)
+            holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        assert _wait_gone(pid), f"load process {pid} outlived its parent"
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()

@@ -249,6 +249,15 @@ def test_stats_report_what_the_camera_agreed_to(webcam, monkeypatch, tmp_path, c
     stats = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert stats and stats[-1]["input"] == {"fourcc": "YUYV", "width": 320, "height": 180,
                                             "fps": 30.0}
+    # what the camera costs: cores kept busy and the share of the machine, rounded
+    last = stats[-1]
+    assert last["cpu_cores"] > 0 and last["cpu_cores"] == round(last["cpu_cores"], 2)
+    assert 0 < last["cpu_share"] <= 1 and last["cpu_share"] == round(last["cpu_share"], 3)
+    assert last["cpu_share"] == pytest.approx(last["cpu_cores"] / os.cpu_count(), abs=0.01)
+    summary = re.search(r"vcam-harmonize: (\d+) frames written \(CPU (\d+\.\d\d) cores, "
+                        r"(\d+)% of (\d+)\)", err)
+    assert summary, err
+    assert summary[1] == "45" and float(summary[2]) > 0 and int(summary[4]) == os.cpu_count()
 
 
 class MissingOBS:

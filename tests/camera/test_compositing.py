@@ -63,3 +63,77 @@ def test_bounding_box_of_a_region():
     assert bounding_box(region) == (slice(2, 5), slice(3, 8))
     region[:] = True
     assert bounding_box(region) == (slice(0, 6), slice(0, 9))
+
+
+def _person_mask(height: int, width: int, seed: int) -> np.ndarray:
+    """A soft head-and-shoulders mask: an ellipse and a wider body, blurred edges."""
+    import cv2
+
+    mask = np.zeros((height, width), np.float32)
+    cv2.ellipse(mask, (width // 2, height // 3), (width // 8, height // 5), 0, 0, 360, 1.0, -1)
+    cv2.ellipse(mask, (width // 2, height), (width // 3, height // 2), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), 3 + seed % 3)
+    return np.clip(mask * 1.2, 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+@pytest.mark.parametrize("shape", [(72, 128), (181, 241)])
+def test_the_fused_pass_equals_composite_then_transform_within_one_level(shape, strength):
+    import cv2
+
+    from vcam_harmonize.compositing import composite_transformed
+
+    height, width = shape
+    rng = np.random.default_rng(height)
+    fg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    bg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = _person_mask(height, width, height)
+    # smooth maps, strong enough to saturate some pixels
+    gain = cv2.resize(rng.uniform(0.5, 1.6, (4, 4, 3)).astype(np.float32), (width, height))
+    offset = cv2.resize(rng.uniform(-60, 60, (4, 4, 3)).astype(np.float32), (width, height))
+    fused = composite_transformed(fg, bg, mask, gain, offset, strength)
+    separate = composite(fg, bg, mask)
+    composite_transformed(separate, separate, mask, gain, offset, strength, out=separate)
+    assert np.abs(fused.astype(int) - separate).max() <= 1
+    # and both are the float64 rendering of the definition, within one level
+    comp = composite(fg, bg, mask).astype(np.float64)
+    corrected = np.clip(np.rint(gain * comp + offset), 0, 255)
+    alpha = strength * mask[..., None].astype(np.float64)
+    expected = np.rint(comp + alpha * (corrected - comp))
+    assert np.abs(fused - expected).max() <= 1
+    assert np.array_equal(fused[mask == 0], bg[mask == 0])
+
+
+def test_the_bands_cover_every_pixel_of_the_person_and_skip_the_corners():
+    from vcam_harmonize.compositing import MASK_FLOOR, bounding_box, person_bands
+
+    mask = _person_mask(180, 320, 1)
+    region = mask >= MASK_FLOOR
+    box = bounding_box(region)
+    bands = person_bands(region, box)
+    covered = np.zeros_like(region)
+    for rows, cols in bands:
+        covered[rows, cols] = True
+    assert not (region & ~covered).any()
+    box_area = (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
+    assert covered.sum() < 0.9 * box_area
+
+
+def test_the_harmonizer_composites_and_harmonizes_in_one_pass_as_it_does_in_two():
+    """Harmonizer.composite_harmonized(fg, bg, mask) == harmonize(composite(fg, bg, mask))
+    within one level, frame after frame (the same network runs and smoothing)."""
+    from vcam_harmonize.harmonizer import Harmonizer
+
+    rng = np.random.default_rng(5)
+    height, width = 96, 160
+    mask = _person_mask(height, width, 2)
+    one = Harmonizer(res=32, smoothing=0.9, refresh_every=3)
+    two = Harmonizer(res=32, smoothing=0.9, refresh_every=3)
+    for index in range(7):
+        fg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        bg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        fused = one.composite_harmonized(fg, bg, mask, timestamp=index / 30)
+        separate = two.harmonize(composite(fg, bg, mask), mask, timestamp=index / 30)
+        assert fused.shape == fg.shape and fused.dtype == np.uint8
+        assert np.abs(fused.astype(int) - separate).max() <= 1
+        assert np.array_equal(fused[mask == 0], bg[mask == 0])

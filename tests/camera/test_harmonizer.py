@@ -214,9 +214,10 @@ def test_background_refresh_keeps_frames_flowing_and_updates_the_transform():
 @pytest.mark.parametrize("size", [(720, 1280), (97, 131), (5, 300)])
 @pytest.mark.parametrize("strength", [1.0, 0.4])
 def test_applied_transform_matches_a_float64_rendering_within_one_level(size, strength):
-    """out = I + alpha * (a * I + b - I), with a and b upsampled bilinearly (pixel
-    centres aligned) and alpha = strength * mask, rounded: the fast path's buffers,
-    row band and OpenCV calls may not move any pixel by more than one level."""
+    """out = I + alpha * (T - I), T = a * I + b saturated to [0, 255], with a and b
+    upsampled bilinearly (pixel centres aligned) and alpha = strength * mask, rounded:
+    the fast path's buffers, bands of rows and OpenCV calls may not move any pixel by
+    more than one level."""
     from vcam_harmonize.harmonizer import ColourTransform
 
     height, width = size
@@ -235,7 +236,8 @@ def test_applied_transform_matches_a_float64_rendering_within_one_level(size, st
 
     image = frame.astype(np.float64)
     alpha = strength * np.where(mask >= 1 / 512, mask, 0)[..., None]
-    expected = image + alpha * (up(a).numpy() * image + 255 * up(b).numpy() - image)
+    corrected = np.clip(np.rint(up(a).numpy() * image + 255 * up(b).numpy()), 0, 255)
+    expected = image + alpha * (corrected - image)
     expected = np.clip(np.rint(expected), 0, 255)
     assert np.abs(out - expected).max() <= 1
     assert (out != expected).mean() < 0.005

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 
@@ -14,6 +16,7 @@ import pyvirtualcam
 from tests.fakecam import recording_backend
 from vcam_harmonize.capture import Capture
 from vcam_harmonize.config import CameraConfig
+from vcam_harmonize.cpu_meter import CpuMeter
 from vcam_harmonize.demo import write_demo_clip
 from vcam_harmonize.models.errors import BackgroundError, VirtualCameraError
 from vcam_harmonize.pipeline import Pipeline
@@ -153,6 +156,10 @@ class _Exploding:
         self.calls += 1
         raise RuntimeError("model broke")
 
+    def composite_harmonized(self, fg, bg, mask, timestamp=None):
+        self.calls += 1
+        raise RuntimeError("model broke")
+
     def reset(self):
         pass
 
@@ -273,3 +280,72 @@ def test_a_pipeline_that_stops_itself_and_is_stopped_closes_once(clip, backend):
     assert pipeline.wait(20)
     pipeline.stop()  # after the pipeline's own stop, at max_frames
     assert sink.frames == 3 and sink.closes == 1
+
+
+class _Clocks:
+    """A wall clock and a CPU clock that tests move by hand."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def run(self, wall: float, cores: float) -> None:
+        """``wall`` seconds pass with ``cores`` cores busy."""
+        self.wall += wall
+        self.cpu += wall * cores
+
+
+def test_cpu_meter_gives_cpu_seconds_per_wall_second_over_its_window():
+    clocks = _Clocks()
+    meter = CpuMeter(window=3.0, clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu,
+                     machine=4)
+    assert meter.cores() is None  # no span yet
+    clocks.run(0.05, 1.0)
+    assert meter.cores() is None  # too short to say
+    clocks.wall, clocks.cpu = 1.0, 0.5  # CPU 0.5 s over wall 1 s
+    assert meter.cores() == pytest.approx(0.5)
+    assert meter.share(0.5) == pytest.approx(0.125) and meter.share(None) is None
+    # a busy stretch, then an idle one: after the window the figure is the idle price
+    for _ in range(10):
+        clocks.run(0.5, 1.5)
+        meter.cores()
+    assert meter.cores() == pytest.approx(1.5)
+    for _ in range(8):
+        clocks.run(0.5, 0.1)
+        meter.cores()
+    assert meter.cores() == pytest.approx(0.1)
+    assert len(meter._samples) <= 3.0 / 0.5 + 2  # the history stays short
+    # frequent reads keep no more samples than one per 0.1 s
+    for _ in range(100):
+        clocks.run(0.001, 0.1)
+        meter.cores()
+    assert len(meter._samples) <= 3.0 / 0.1 + 2
+    meter.reset()
+    assert meter.cores() is None
+    clocks.run(0.2, 2.0)
+    assert meter.cores() == pytest.approx(2.0)
+
+
+def test_cpu_meter_without_a_window_averages_since_its_start():
+    clocks = _Clocks()
+    meter = CpuMeter(window=math.inf, clock=lambda: clocks.wall, cpu_clock=lambda: clocks.cpu,
+                     machine=2)
+    clocks.run(10.0, 1.0)
+    meter.cores()
+    clocks.run(10.0, 0.0)
+    assert meter.cores() == pytest.approx(0.5) and meter.share(0.5) == pytest.approx(0.25)
+
+
+def test_stats_report_the_cpu_the_camera_takes(clip, backend):
+    config = _config(clip)
+    with Pipeline(config, [], segmenter=_CountingSegmenter(), paced=False) as pipeline:
+        _wait_frames(pipeline, 3)
+        asked = time.monotonic()
+        pipeline.reset_stats()
+        stats = pipeline.stats()
+        if time.monotonic() - asked < 0.1:
+            assert stats["cpu_cores"] is None and stats["cpu_share"] is None
+        time.sleep(0.6)  # frames as fast as the file reads: real work
+        stats = pipeline.stats()
+    assert stats["cpu_cores"] > 0.05
+    assert stats["cpu_share"] == pytest.approx(stats["cpu_cores"] / os.cpu_count())
+    assert 0 < stats["cpu_share"] <= 1

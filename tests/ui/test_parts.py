@@ -4,6 +4,7 @@ icons, and the entry point."""
 from __future__ import annotations
 
 import configparser
+import os
 import signal
 import sys
 
@@ -161,3 +162,25 @@ def test_the_real_demo_pipeline_runs(tmp_path):
             pipeline.wait(0.1)
             deadline -= 0.1
     assert pipeline.frames_out >= 5 and out.is_file()
+
+
+def test_the_window_shows_the_cameras_cpu_price(qtbot, make_app, settings, monkeypatch):
+    from vcam_harmonize.ui.window import cpu_text
+
+    app = make_app(settings)
+    window = app.window
+    cores = os.cpu_count() or 1
+    stats = {"fps": 30.0, "capture_fps": 30.0, "p50_ms": 40.0, "p95_ms": 55.0,
+             "stage_ms": {}, "errors": {}, "camera": "open", "paused": False,
+             "cpu_cores": 0.5, "cpu_share": 0.5 / cores}
+    monkeypatch.setattr(app.controller, "stats", lambda: stats)
+    window.update_stats()
+    assert window.cpu.text() == f"0.50 cores ({0.5 / cores:.0%} of {cores} cores)"
+    stats.update(cpu_cores=None, cpu_share=None)  # not measured yet
+    window.update_stats()
+    assert window.cpu.text() == "-"
+    monkeypatch.setattr(app.controller, "stats", lambda: None)  # stopped
+    stats.update(cpu_cores=1.234, cpu_share=1.234 / cores)
+    window.update_stats()
+    assert window.cpu.text() == "-"
+    assert cpu_text(1.0, 0.5).startswith("1.00 cores (50% of ")

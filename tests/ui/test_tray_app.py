@@ -142,6 +142,7 @@ def test_window_shows_the_preview_timings_and_device(qtbot, make_app, settings, 
     qtbot.waitUntil(lambda: window.fps.text().endswith(")") and "fps" in window.fps.text(),
                     timeout=3000)
     assert window.stage_labels["harmonize"].text().endswith(" ms")
+    qtbot.waitUntil(lambda: " cores (" in window.cpu.text(), timeout=3000)
     assert "/dev/video-test" in window.camera_state.text()
     assert "sending" in window.camera_state.text()
 
