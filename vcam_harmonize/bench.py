@@ -199,13 +199,16 @@ def temporal(args: argparse.Namespace, device: str) -> int:
     from vcam_harmonize.harmonizer import Harmonizer
     from vcam_harmonize.models.errors import InputError
     from vcam_harmonize.pipeline import refresh_every
+    from vcam_harmonize.temporal import IDLE_REFRESH
 
     # the figures do not depend on speed: one PyTorch thread, as the camera's refresh
     # thread runs the network (two beside other work on two cores mostly wait)
     torch.set_num_threads(1)
 
     def make(smoothing: float, every: int) -> Harmonizer:
-        return Harmonizer(args.weights or None, device, args.res, smoothing, refresh_every=every)
+        # every n-th frame: the camera's schedule (fewer runs while the person is still)
+        return Harmonizer(args.weights or None, device, args.res, smoothing, refresh_every=every,
+                          idle_refresh=IDLE_REFRESH if every > 1 else None)
 
     try:
         result = temporal_bench(make, args.smoothing, refresh_every(device, args.refresh_every))

@@ -27,6 +27,7 @@ from vcam_harmonize.models import PHNet
 from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.pipeline import Pipeline, refresh_every
 from vcam_harmonize.sinks import Sink
+from vcam_harmonize.temporal import IDLE_REFRESH
 
 #: the shared scene photos beside the repository checkout (the ``shared/`` folder next to it)
 SCENES = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "scenes"
@@ -268,7 +269,8 @@ def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
             frames.append((composite(image, background.frame(image, mask), mask), mask))
     background.close()
     harmonizer = Harmonizer(args.weights or None, device, args.res, args.smoothing,
-                            refresh_every=refresh_every(device, args.refresh_every))
+                            refresh_every=refresh_every(device, args.refresh_every),
+                            idle_refresh=IDLE_REFRESH)
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -400,7 +402,7 @@ def quality_gap(args: argparse.Namespace, device: str) -> tuple[float | None, di
     weights = args.weights or None
     live_refresh = refresh_every(device, args.refresh_every)
     live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh,
-                      background_refresh=True)
+                      background_refresh=True, idle_refresh=IDLE_REFRESH)
     exact = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=1)
     live_psnr, exact_psnr = [], []
     for index, (comp, mask, truth) in enumerate(clip):

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -41,6 +43,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from kornia.filters import box_blur
 
 from vcam_harmonize.compositing import MASK_FLOOR, bounding_box, composite, composite_transformed
@@ -52,8 +55,10 @@ from vcam_harmonize.temporal import (
     ChangeCorrection,
     ChangeDetector,
     CorrectedAverage,
+    RefreshScheduler,
     frame_statistics,
     keep_after,
+    mask_thumbnail,
     time_constant,
     undo_change,
     undo_gains,
@@ -65,9 +70,14 @@ log = logging.getLogger(__name__)
 #: channel of the thumbnail is scaled to the same mean first, so that a change of light
 #: (a lamp, a brighter background) is no cut but a change to follow.
 SCENE_CUT = 0.1
-#: on a CPU, PHNet runs on every n-th frame (2.5 times a second from a 30 fps camera);
-#: its colour transform serves the frames between.
+#: on a CPU, PHNet runs on every n-th frame at most (2.5 times a second from a 30 fps
+#: camera), fewer while the scene is still; its colour transform serves the frames between.
 CPU_REFRESH_EVERY = 12
+#: the transform is carried this far (a fraction of the working resolution) beyond the
+#: person, so that a person who moves between two network runs keeps their correction
+REACH = 1 / 8
+#: the maps are kept at half the working resolution, but not below this side
+MAP_SIDE_MIN = 32
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
 GUIDED_EPS = 1e-3
 #: the frames' transform glides toward the network's with at most this time constant (s)
@@ -130,6 +140,38 @@ def fit_affine(guide: torch.Tensor, target: torch.Tensor, radius: int,
     return box_blur(torch.cat([a, b], dim=1), size, border_type="reflect").split(channels, dim=1)
 
 
+def carry_beyond(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor,
+                 radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Carry the person's colour transform into the background around them.
+
+    The frames use the maps only where the mask is, so outside the person they are free;
+    there they get the mask-weighted mean of the person's maps within about ``radius``
+    pixels (fading to no change beyond), and a person who moves between two network
+    runs keeps their correction instead of meeting the background's "no change" at
+    their leading edge. Inside the person (mask 1) the maps are kept; the edge mixes the
+    two by the mask. The means are taken at a quarter of the resolution (they are
+    smooth), which makes this a small part of a network run.
+
+    a, b, mask: ``(B, C, H, W)``, ``(B, C, H, W)``, ``(B, 1, H, W)``; returns ``(a, b)``.
+    """
+    weight = mask.to(a.dtype)
+    height, width = a.shape[-2:]
+    factor = 4 if height >= 32 and width >= 32 else 1
+    small = F.avg_pool2d(torch.cat([weight, a * weight, b * weight], dim=1), factor,
+                         ceil_mode=True)
+    side = 2 * max(1, radius // factor) + 1
+    sums = box_blur(small, (side, side), border_type="constant")
+    if factor > 1:
+        sums = F.interpolate(sums, (height, width), mode="bilinear", align_corners=False)
+    reach, spread = sums[:, :1], sums[:, 1:]
+    # a person filling under 5% of the window is too little to go by: fade to identity
+    sure = (reach / 0.05).clamp(0.0, 1.0)
+    spread = spread / reach.clamp(min=1e-6) * sure
+    spread_a, spread_b = spread.split(a.shape[1], dim=1)
+    spread_a = spread_a + (1 - sure)  # no change (a = 1, b = 0) where no person is near
+    return torch.lerp(spread_a, a, weight), torch.lerp(spread_b, b, weight)
+
+
 def shrink(image: np.ndarray, res: int) -> np.ndarray:
     """Area-average ``image`` to ``res x res``, halving it first while both sides are
     at least twice ``res`` (an exact 2x area reduction is several times cheaper than
@@ -143,7 +185,8 @@ def shrink(image: np.ndarray, res: int) -> np.ndarray:
 
 @dataclass
 class ColourTransform:
-    """Low-resolution ``a`` and ``b`` maps, ``(1, 3, res, res)`` each."""
+    """Low-resolution ``a`` and ``b`` maps, ``(1, 3, h, w)`` each (the network's
+    transform: half its working resolution)."""
 
     a: torch.Tensor
     b: torch.Tensor
@@ -184,8 +227,13 @@ class Harmonizer:
         smoothing: temporal smoothing in [0, 1): the weight of the past per 1/30 s, a
             time constant of ``-1 / (30 ln smoothing)`` s (see :func:`time_constant`).
         strength: 0 returns the composite, 1 the full correction.
-        refresh_every: run the network on every n-th call and reuse its transform in
-            between (1 = every frame); after a change it runs on every frame a while.
+        refresh_every: run the network on every n-th call at most and reuse its
+            transform in between (1 = every frame); after a change of light it runs on
+            every frame a while, after a scene cut at once.
+        idle_refresh: while the person neither moves nor changes, run it only this
+            often, in seconds (see :class:`RefreshScheduler`; the camera uses
+            :data:`IDLE_REFRESH`); None: on every ``refresh_every``-th frame whatever
+            the scene.
         background_refresh: run those refreshes on a worker thread while frames go on
             with the last transform (the first one, and one after a cut, are waited for).
         fps: the frame rate assumed for frames that come without a timestamp.
@@ -193,7 +241,8 @@ class Harmonizer:
 
     def __init__(self, weights=None, device: str = "cpu", res: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, refresh_every: int = 1,
-                 background_refresh: bool = False, fps: float = 30.0):
+                 background_refresh: bool = False, fps: float = 30.0,
+                 idle_refresh: float | None = None):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("device 'cuda' asked for, but PyTorch sees no CUDA GPU; "
@@ -205,6 +254,9 @@ class Harmonizer:
         self.strength = _check_unit(strength, "strength")
         if refresh_every < 1:
             raise InputError(f"refresh_every must be at least 1, got {refresh_every}")
+        if idle_refresh is not None and not idle_refresh > 0:
+            raise InputError(f"idle_refresh must be positive or None, got {idle_refresh}")
+        self._schedule = RefreshScheduler(refresh_every, idle_refresh)
         self.refresh_every = refresh_every
         self.background_refresh = background_refresh
         if not fps > 0:
@@ -225,7 +277,6 @@ class Harmonizer:
         self._changes_seen = 0
         self._correction: ChangeCorrection | None = None  # of the last change
         self._time: float | None = None        # the last frame's timestamp
-        self._calls = 0
         self._generation = 0                   # bumped by reset(): stale results are dropped
         self._stats_generation = 0             # the generation the smoothed statistics hold
         self._stats_count = 0                  # refreshes in the statistics' average
@@ -247,7 +298,7 @@ class Harmonizer:
         self._changes.reset()
         self._fast_until = -math.inf
         self._change = None
-        self._calls = 0
+        self._schedule.reset()
         self._generation += 1
 
     def close(self) -> None:
@@ -341,6 +392,7 @@ class Harmonizer:
             self.device = torch.device("cpu")
             self.model.to(self.device)
             self.refresh_every = max(self.refresh_every, CPU_REFRESH_EVERY)
+            self._schedule.min_frames = self.refresh_every
             self._forget()
 
     def _small(self, composite: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,6 +413,7 @@ class Harmonizer:
         thumb = cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
         thumb *= 128 / np.maximum(thumb.mean(axis=(0, 1)), 16.0)
         stats = frame_statistics(sparse, mask[::8, ::8]) if self.time_constant > 0 else None
+        mask_now = mask_thumbnail(mask)
         with self._lock:
             if self._thumb is not None and \
                     np.abs(thumb - self._thumb).mean() > SCENE_CUT * 255:
@@ -373,9 +426,10 @@ class Harmonizer:
                     self._change = (self._changes_seen, self._changes.before)
                 self._fast_until = now + FAST_HOLD
             waited = self._transform is None
-            regular = waited or self._calls % self.refresh_every == 0
-            self._calls += 1
+            regular = self._schedule.due(mask_now, now) or waited
             fast = now < self._fast_until
+            if regular:  # the runs that follow a change keep to the regular schedule
+                self._schedule.ran(mask_now, now)
             undo = None
             if fast and self._change is not None and stats is not None:
                 gains = undo_gains(self._change[1], stats)
@@ -446,8 +500,13 @@ class Harmonizer:
                 hook = None if self._stats is None else self._reading(job)
                 pred = self.model(job.image, job.mask, stats_hook=hook).float()
             target = pred * job.mask + job.image * (1 - job.mask)
-            new = ColourTransform(*fit_affine(job.image, target,
-                                              radius=max(2, self.res // 32)))
+            a, b = fit_affine(job.image, target, radius=max(2, self.res // 32))
+            a, b = carry_beyond(a, b, job.mask, radius=max(2, round(self.res * REACH)))
+            if min(a.shape[-2:]) >= 2 * MAP_SIDE_MIN:
+                # box-filtered twice, the maps are smooth: half their side keeps them, and
+                # every frame's glide and each upsampling cost a quarter
+                a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+            new = ColourTransform(a, b)
         with self._lock:
             if job.generation != self._generation:
                 return None
@@ -596,6 +655,25 @@ def _check_unit(value: float, name: str, upper_open: bool = False) -> float:
     return value
 
 
+#: the refresh thread's niceness above the frames' threads (where threads have their own)
+REFRESH_NICENESS = 10
+
+
+def _yield_to_frames() -> None:
+    """Lower the calling thread's scheduling priority (Linux, where each thread has its
+    own niceness): on an overloaded machine the network's refreshes then come less often
+    while the frames keep their rate. Elsewhere, or where it is refused, nothing
+    changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
+                       + REFRESH_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 class _RefreshWorker:
     """One thread that runs the Harmonizer's refreshes; a new request replaces a
     waiting one, so the transform never lags by more than one refresh."""
@@ -624,6 +702,7 @@ class _RefreshWorker:
         self._thread.join(2.0)
 
     def _run(self) -> None:
+        _yield_to_frames()
         if self.harmonizer.device.type == "cpu":
             # the frames' own threads keep the other cores busy; one PyTorch thread here
             # spares the cost of handing every operation around. PyTorch keeps this per

@@ -40,6 +40,7 @@ from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
 from vcam_harmonize.models.errors import GpuError, InputError
 from vcam_harmonize.segmentation import PersonSegmenter, Segmenter
 from vcam_harmonize.sinks import Sink, make_sinks
+from vcam_harmonize.temporal import IDLE_REFRESH
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +169,12 @@ class Pipeline:
                 device = pick_device(config.gpu)
                 refresh = refresh_every(device, config.refresh_every)
                 # the network runs beside the frames, which go on with the last transform
-                # (on a GPU it runs for every frame, one frame behind; on a CPU every few)
+                # (on a GPU for every frame, one frame behind, on a CPU every few, while
+                # the person moves; every IDLE_REFRESH seconds while they are still)
                 harmonizer = Harmonizer(config.weights or None, device, config.res,
                                         config.smoothing, config.strength, refresh,
-                                        background_refresh=True, fps=config.fps)
+                                        background_refresh=True, fps=config.fps,
+                                        idle_refresh=IDLE_REFRESH)
                 undo.callback(_close_quietly, harmonizer, harmonizer.close)
             self.harmonizer = harmonizer
             if source is None:

@@ -7,6 +7,8 @@ light from noise, and following it without losing the average.
   (person and background, mean and spread) and when they move beyond their own noise.
 - :func:`undo_gains` / :func:`undo_change`: per-channel gains that take a frame back to
   the light before a change.
+- :class:`RefreshScheduler`: when the network runs again on a still, a moving or a
+  changed scene.
 - ``stats_hook`` objects for PHNet's forward pass (see
   :mod:`vcam_harmonize.models.streaming`): :class:`AverageReader`,
   :class:`CorrectedAverage` and the :class:`ChangeCorrection` they share.
@@ -35,6 +37,12 @@ CHANGE_MEAN_TIME = 0.2
 CHANGE_NOISE_TIME = 1.0
 #: no change is told in the first this many seconds (while the deviation is learnt)
 CHANGE_WARMUP = 0.5
+#: a still scene gets a network run this often (s)
+IDLE_REFRESH = 2.0
+#: the person has moved when the mask's thumbnail differs from the one of the last run by
+#: this many grey levels on average (a still person under camera noise: under 0.5; the
+#: demo's swaying person: about 7 in 0.4 s)
+MOVED = 12.0
 
 
 def time_constant(smoothing: float) -> float:
@@ -109,6 +117,51 @@ class ChangeDetector:
             return True
         self.mean += (1 - keep_after(elapsed, CHANGE_MEAN_TIME)) * (stats - self.mean)
         return False
+
+
+class RefreshScheduler:
+    """When the network should run again, by how much the scene changed since it last
+    ran: a still person needs few runs.
+
+    A run is due once at least ``min_frames`` frames have passed since the last one and
+    either the person has moved (the mask's 32x18 thumbnail differs from the one of the
+    last run by :data:`MOVED` levels on average) or ``idle`` seconds have passed. With
+    ``idle`` None it is due every ``min_frames`` frames whatever the scene (a fixed
+    schedule). Changes of light and scene cuts are the Harmonizer's own: it runs the
+    network at once for those and tells the scheduler (:meth:`ran`).
+    """
+
+    def __init__(self, min_frames: int, idle: float | None = IDLE_REFRESH,
+                 moved: float = MOVED) -> None:
+        self.min_frames, self.idle, self.moved = min_frames, idle, moved
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last run: the next frame is due."""
+        self._frames = self.min_frames
+        self._at = -math.inf
+        self._mask: np.ndarray | None = None
+
+    def due(self, mask_thumb: np.ndarray, now: float) -> bool:
+        """Take a frame (its mask thumbnail in grey levels and its time); True when the
+        network should run on it. Call once per frame."""
+        self._frames += 1
+        if self._frames < self.min_frames:
+            return False
+        if self.idle is None or self._mask is None or now - self._at >= self.idle:
+            return True
+        return float(np.abs(mask_thumb - self._mask).mean()) >= self.moved
+
+    def ran(self, mask_thumb: np.ndarray, now: float) -> None:
+        """The network ran on this frame."""
+        self._frames, self._at, self._mask = 0, now, mask_thumb
+
+
+def mask_thumbnail(mask: np.ndarray) -> np.ndarray:
+    """A 32x18 thumbnail of a ``(H, W)`` mask in grey levels (0..255), from every 8th
+    pixel."""
+    sparse = np.ascontiguousarray(mask[::8, ::8], dtype=np.float32)
+    return cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA) * 255
 
 
 Stats = dict[str, torch.Tensor]

@@ -318,3 +318,89 @@ def test_in_place_writes_the_result_into_the_composite(harmonizer):
     frozen.flags.writeable = False
     with pytest.raises(InputError, match="C-ordered, writable"):
         harmonizer.harmonize(frozen, mask, in_place=True)
+
+
+def _counting(harmonizer):
+    """Count the harmonizer's network runs (refreshes)."""
+    runs = []
+    run = harmonizer._refresh
+
+    def counted(job):
+        runs.append(job.timestamp)
+        return run(job)
+
+    harmonizer._refresh = counted
+    return runs
+
+
+def test_the_refresh_scheduler_runs_rarely_on_a_still_clip_and_at_once_on_a_change():
+    """The camera's schedule: on a still person (camera noise only) the network runs once
+    every IDLE_REFRESH seconds, not on every refresh_every-th frame; a change of the
+    light and a scene cut each get a run on that very frame."""
+    from vcam_harmonize.temporal import IDLE_REFRESH
+
+    frame, mask = _scene(seed=4)
+    harmonizer = Harmonizer(res=64, smoothing=0.9, refresh_every=3,
+                            idle_refresh=IDLE_REFRESH)
+    runs = _counting(harmonizer)
+    still = list(_noisy_clip(frame, 90, seed=4))  # three seconds at 30 fps
+    for index, image in enumerate(still):
+        harmonizer.harmonize(image, mask, timestamp=index / 30)
+    # a fixed schedule would have run 30 times; the idle one at 0, 2 s (and not more)
+    assert len(runs) == 1 + int(89 / 30 // IDLE_REFRESH)
+    assert runs[0] == 0.0
+    # the light on the person changes: a run on the first frame of it
+    darker = frame.copy()
+    darker[mask > 0] = (darker[mask > 0] * 0.6).astype(np.uint8)
+    before = len(runs)
+    harmonizer.harmonize(darker, mask, timestamp=3.0)
+    assert len(runs) > before and runs[-1] == 3.0
+    # a cut to another scene: at once too
+    other = np.ascontiguousarray(frame[:, ::-1, ::-1])
+    before = len(runs)
+    harmonizer.harmonize(other, mask, timestamp=3.5)
+    assert len(runs) == before + 1 and runs[-1] == 3.5
+
+
+def test_the_refresh_scheduler_follows_a_person_who_moves():
+    """A person who moves gets the network every refresh_every-th frame, as before."""
+    from vcam_harmonize.temporal import IDLE_REFRESH
+
+    frame, _ = _scene(seed=5)
+    harmonizer = Harmonizer(res=64, smoothing=0.9, refresh_every=3,
+                            idle_refresh=IDLE_REFRESH)
+    runs = _counting(harmonizer)
+    for index in range(30):  # one second, the person 4 px further right on each frame
+        mask = np.zeros(frame.shape[:2], np.float32)
+        left = 40 + 4 * index
+        mask[45:, left:left + 90] = 1
+        harmonizer.harmonize(frame, mask, timestamp=index / 30)
+    assert len(runs) == 10  # frames 0, 3, 6, ... 27
+
+
+def test_a_fixed_schedule_runs_every_nth_frame_whatever_the_scene():
+    frame, mask = _scene(seed=6)
+    harmonizer = Harmonizer(res=64, smoothing=0.9, refresh_every=4)  # idle_refresh None
+    runs = _counting(harmonizer)
+    for index, image in enumerate(_noisy_clip(frame, 20, seed=6)):
+        harmonizer.harmonize(image, mask, timestamp=index / 30)
+    assert len(runs) == 5
+
+
+def test_refresh_scheduler_rules():
+    from vcam_harmonize.temporal import MOVED, RefreshScheduler
+
+    still = np.zeros((18, 32), np.float32)
+    moved = still + MOVED
+    schedule = RefreshScheduler(min_frames=3, idle=1.0)
+    assert schedule.due(still, 0.0)  # nothing ran yet
+    schedule.ran(still, 0.0)
+    assert not schedule.due(moved, 0.03) and not schedule.due(moved, 0.07)  # too soon
+    assert schedule.due(moved, 0.1)  # the third frame since, and the person moved
+    assert not schedule.due(still, 0.5)  # still, and within the idle time
+    assert schedule.due(still, 1.0)  # the idle time has passed
+    schedule.reset()
+    assert schedule.due(still, 1.01)  # after a reset at once
+    fixed = RefreshScheduler(min_frames=2, idle=None)
+    fixed.ran(still, 0.0)
+    assert [fixed.due(still, t) for t in (0.03, 0.07)] == [False, True]
