@@ -86,6 +86,8 @@ GLIDE_TIME = 0.2
 FAST_TIME_CONSTANT = 0.08
 #: ...for this long after the change (s)
 FAST_HOLD = 0.3
+#: meanwhile the network runs this often (s; each run reads the frame twice)
+FAST_PERIOD = 0.1
 #: the frames get a new transform once the gliding one differs from theirs by this many
 #: grey levels (anywhere): steps too small to see, and few full-size upsamplings
 SHOW_STEP = 0.5
@@ -273,6 +275,7 @@ class Harmonizer:
         self._thumb: np.ndarray | None = None
         self._changes = ChangeDetector()
         self._fast_until = -math.inf           # fast following until this time
+        self._followed_at = -math.inf          # the last run that followed a change
         self._change: tuple[int, np.ndarray] | None = None  # (id, statistics before it)
         self._changes_seen = 0
         self._correction: ChangeCorrection | None = None  # of the last change
@@ -296,7 +299,7 @@ class Harmonizer:
         self._transform = self._smoothed = self._shown = None
         self._thumb = None
         self._changes.reset()
-        self._fast_until = -math.inf
+        self._fast_until = self._followed_at = -math.inf
         self._change = None
         self._schedule.reset()
         self._generation += 1
@@ -425,17 +428,22 @@ class Harmonizer:
                     self._changes_seen += 1
                     self._change = (self._changes_seen, self._changes.before)
                 self._fast_until = now + FAST_HOLD
+                self._schedule.changed(now)
             waited = self._transform is None
             regular = self._schedule.due(mask_now, now) or waited
             fast = now < self._fast_until
             if regular:  # the runs that follow a change keep to the regular schedule
                 self._schedule.ran(mask_now, now)
+            # while following a change, a run every FAST_PERIOD (each is two passes)
+            follow = fast and now - self._followed_at >= FAST_PERIOD - 1e-6
+            if follow:
+                self._followed_at = now
             undo = None
-            if fast and self._change is not None and stats is not None:
+            if follow and self._change is not None and stats is not None:
                 gains = undo_gains(self._change[1], stats)
                 undo = None if gains is None else (self._change[0], gains)
             generation = self._generation
-        if regular or fast:
+        if regular or follow:
             image, small_mask = self._small(frame.composite(), mask)
             job = _Job(image, small_mask, generation, now, regular, undo)
             if self.background_refresh and not waited:

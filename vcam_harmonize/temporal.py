@@ -37,8 +37,11 @@ CHANGE_MEAN_TIME = 0.2
 CHANGE_NOISE_TIME = 1.0
 #: no change is told in the first this many seconds (while the deviation is learnt)
 CHANGE_WARMUP = 0.5
-#: a still scene gets a network run this often (s)
+#: a calm scene gets a network run this often (s)...
 IDLE_REFRESH = 2.0
+#: ...once its light has been calm this long (s; about nine time constants of the
+#: default smoothing, so the averaged statistics have settled)
+IDLE_AFTER = 6.0
 #: the person has moved when the mask's thumbnail differs from the one of the last run by
 #: this many grey levels on average (a still person under camera noise: under 0.5; the
 #: demo's swaying person: about 7 in 0.4 s)
@@ -120,37 +123,49 @@ class ChangeDetector:
 
 
 class RefreshScheduler:
-    """When the network should run again, by how much the scene changed since it last
-    ran: a still person needs few runs.
+    """When the network should run again, by how much the scene changed: a person who
+    has been still for a while needs few runs.
 
-    A run is due once at least ``min_frames`` frames have passed since the last one and
-    either the person has moved (the mask's 32x18 thumbnail differs from the one of the
-    last run by :data:`MOVED` levels on average) or ``idle`` seconds have passed. With
-    ``idle`` None it is due every ``min_frames`` frames whatever the scene (a fixed
-    schedule). Changes of light and scene cuts are the Harmonizer's own: it runs the
-    network at once for those and tells the scheduler (:meth:`ran`).
+    A run is due once at least ``min_frames`` frames have passed since the last one,
+    unless the light has been calm for ``calm_after`` seconds (no reset and no change of
+    light, :meth:`changed`, in that time: the averaged statistics have settled). In a
+    calm scene a run is due when the person has moved (the mask's 32x18 thumbnail
+    :data:`MOVED` grey levels or more off the one of the last run; the transform is
+    carried beyond the person, so smaller moves keep it) and else every ``idle``
+    seconds. With ``idle`` None it is due every ``min_frames`` frames whatever the scene
+    (a fixed schedule). The runs that follow a change of light, and the one after a
+    scene cut, are the Harmonizer's own.
     """
 
     def __init__(self, min_frames: int, idle: float | None = IDLE_REFRESH,
-                 moved: float = MOVED) -> None:
+                 moved: float = MOVED, calm_after: float = IDLE_AFTER) -> None:
         self.min_frames, self.idle, self.moved = min_frames, idle, moved
+        self.calm_after = calm_after
         self.reset()
 
     def reset(self) -> None:
-        """Forget the last run: the next frame is due."""
+        """Forget the last run and the calm so far: the next frame is due."""
         self._frames = self.min_frames
         self._at = -math.inf
         self._mask: np.ndarray | None = None
+        self._since: float | None = None  # calm since this time
+
+    def changed(self, now: float) -> None:
+        """The light changed: the calm starts again."""
+        self._since = now
 
     def due(self, mask_thumb: np.ndarray, now: float) -> bool:
         """Take a frame (its mask thumbnail in grey levels and its time); True when the
         network should run on it. Call once per frame."""
         self._frames += 1
+        if self._since is None:
+            self._since = now
         if self._frames < self.min_frames:
             return False
-        if self.idle is None or self._mask is None or now - self._at >= self.idle:
+        if self.idle is None or self._mask is None or now - self._since < self.calm_after:
             return True
-        return float(np.abs(mask_thumb - self._mask).mean()) >= self.moved
+        moved = float(np.abs(mask_thumb - self._mask).mean()) >= self.moved
+        return moved or now - self._at >= self.idle
 
     def ran(self, mask_thumb: np.ndarray, now: float) -> None:
         """The network ran on this frame."""
