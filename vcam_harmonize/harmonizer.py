@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from kornia.filters import box_blur
 
-from vcam_harmonize.compositing import MASK_FLOOR, bounding_box, composite, composite_transformed
+from vcam_harmonize.compositing import MASK_FLOOR, composite, composite_transformed
 from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
 from vcam_harmonize.models.weights import default_weights_path
@@ -374,8 +374,7 @@ class Harmonizer:
         low, high, _, _ = cv2.minMaxLoc(mask)  # one pass; a copy only when out of range
         if low < 0 or high > 1:
             mask = frame.mask = np.clip(mask, 0.0, 1.0)
-        box = bounding_box(mask >= MASK_FLOOR)
-        if self.strength <= 0 or box is None:
+        if self.strength <= 0 or not high >= MASK_FLOOR:  # no pixel it could change
             return frame.composite(copy=not in_place)
         try:
             transform = self._transform_for(frame, timestamp)
@@ -556,17 +555,13 @@ class Harmonizer:
         return CorrectedAverage(self._stats, job.regular, correction, before)
 
     def _apply(self, composite: np.ndarray, mask: np.ndarray, transform: ColourTransform,
-               box: tuple[slice, slice] | None = None, in_place: bool = False) -> np.ndarray:
+               in_place: bool = False) -> np.ndarray:
         """Apply the transform where the mask is, at full resolution.
 
         With alpha = strength * mask: out = I + alpha * (T - I), rounded, where
         T = a * I + b saturated to [0, 255]; the composite exactly where the mask is
         below :data:`MASK_FLOOR`.
         """
-        if box is None:  # the pixels a weight could change: mask >= MASK_FLOOR
-            box = bounding_box(mask >= MASK_FLOOR)
-            if box is None:
-                return composite if in_place else composite.copy()
         return self._apply_to(_Frame(composite, composite, mask), transform, in_place)
 
     def _apply_to(self, frame: _Frame, transform: ColourTransform, in_place: bool) -> np.ndarray:
