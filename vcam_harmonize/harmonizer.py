@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -73,9 +71,6 @@ SCENE_CUT = 0.1
 #: on a CPU, PHNet runs on every n-th frame at most (2.5 times a second from a 30 fps
 #: camera), fewer while the scene is still; its colour transform serves the frames between.
 CPU_REFRESH_EVERY = 12
-#: the transform is carried this far (a fraction of the working resolution) beyond the
-#: person, so that a person who moves between two network runs keeps their correction
-REACH = 1 / 8
 #: the maps are kept at half the working resolution, but not below this side
 MAP_SIDE_MIN = 32
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
@@ -140,38 +135,6 @@ def fit_affine(guide: torch.Tensor, target: torch.Tensor, radius: int,
     a = (mean_ip - mean_i * mean_p) / (mean_ii - mean_i * mean_i + eps)
     b = mean_p - a * mean_i
     return box_blur(torch.cat([a, b], dim=1), size, border_type="reflect").split(channels, dim=1)
-
-
-def carry_beyond(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor,
-                 radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Carry the person's colour transform into the background around them.
-
-    The frames use the maps only where the mask is, so outside the person they are free;
-    there they get the mask-weighted mean of the person's maps within about ``radius``
-    pixels (fading to no change beyond), and a person who moves between two network
-    runs keeps their correction instead of meeting the background's "no change" at
-    their leading edge. Inside the person (mask 1) the maps are kept; the edge mixes the
-    two by the mask. The means are taken at a quarter of the resolution (they are
-    smooth), which makes this a small part of a network run.
-
-    a, b, mask: ``(B, C, H, W)``, ``(B, C, H, W)``, ``(B, 1, H, W)``; returns ``(a, b)``.
-    """
-    weight = mask.to(a.dtype)
-    height, width = a.shape[-2:]
-    factor = 4 if height >= 32 and width >= 32 else 1
-    small = F.avg_pool2d(torch.cat([weight, a * weight, b * weight], dim=1), factor,
-                         ceil_mode=True)
-    side = 2 * max(1, radius // factor) + 1
-    sums = box_blur(small, (side, side), border_type="constant")
-    if factor > 1:
-        sums = F.interpolate(sums, (height, width), mode="bilinear", align_corners=False)
-    reach, spread = sums[:, :1], sums[:, 1:]
-    # a person filling under 5% of the window is too little to go by: fade to identity
-    sure = (reach / 0.05).clamp(0.0, 1.0)
-    spread = spread / reach.clamp(min=1e-6) * sure
-    spread_a, spread_b = spread.split(a.shape[1], dim=1)
-    spread_a = spread_a + (1 - sure)  # no change (a = 1, b = 0) where no person is near
-    return torch.lerp(spread_a, a, weight), torch.lerp(spread_b, b, weight)
 
 
 def shrink(image: np.ndarray, res: int) -> np.ndarray:
@@ -508,7 +471,6 @@ class Harmonizer:
                 pred = self.model(job.image, job.mask, stats_hook=hook).float()
             target = pred * job.mask + job.image * (1 - job.mask)
             a, b = fit_affine(job.image, target, radius=max(2, self.res // 32))
-            a, b = carry_beyond(a, b, job.mask, radius=max(2, round(self.res * REACH)))
             if min(a.shape[-2:]) >= 2 * MAP_SIDE_MIN:
                 # box-filtered twice, the maps are smooth: half their side keeps them, and
                 # every frame's glide and each upsampling cost a quarter
@@ -658,25 +620,6 @@ def _check_unit(value: float, name: str, upper_open: bool = False) -> float:
     return value
 
 
-#: the refresh thread's niceness above the frames' threads (where threads have their own)
-REFRESH_NICENESS = 10
-
-
-def _yield_to_frames() -> None:
-    """Lower the calling thread's scheduling priority (Linux, where each thread has its
-    own niceness): on an overloaded machine the network's refreshes then come less often
-    while the frames keep their rate. Elsewhere, or where it is refused, nothing
-    changes."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
-                       + REFRESH_NICENESS)
-    except (AttributeError, OSError):
-        pass
-
-
 class _RefreshWorker:
     """One thread that runs the Harmonizer's refreshes; a new request replaces a
     waiting one, so the transform never lags by more than one refresh."""
@@ -705,7 +648,6 @@ class _RefreshWorker:
         self._thread.join(2.0)
 
     def _run(self) -> None:
-        _yield_to_frames()
         if self.harmonizer.device.type == "cpu":
             # the frames' own threads keep the other cores busy; one PyTorch thread here
             # spares the cost of handing every operation around. PyTorch keeps this per

@@ -130,9 +130,8 @@ class RefreshScheduler:
     unless the light has been calm for ``calm_after`` seconds (no reset and no change of
     light, :meth:`changed`, in that time: the averaged statistics have settled). In a
     calm scene a run is due when the person has moved (the mask's 32x18 thumbnail
-    :data:`MOVED` grey levels or more off the one of the last run; the transform is
-    carried beyond the person, so smaller moves keep it) and else every ``idle``
-    seconds. With ``idle`` None it is due every ``min_frames`` frames whatever the scene
+    :data:`MOVED` grey levels or more off the one of the last run) and else every
+    ``idle`` seconds. With ``idle`` None it is due every ``min_frames`` frames whatever the scene
     (a fixed schedule). The runs that follow a change of light, and the one after a
     scene cut, are the Harmonizer's own.
     """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
@@ -422,26 +421,3 @@ def test_refresh_scheduler_rules():
     fixed = RefreshScheduler(min_frames=2, idle=None)
     fixed.ran(still, 0.0)
     assert [fixed.due(still, t) for t in (10.0, 10.03)] == [False, True]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
-def test_the_refresh_thread_yields_to_the_frames_and_only_it():
-    """Under load the network's refreshes, not the frames, give way: the refresh
-    thread runs at a higher niceness than the process's other threads."""
-    import os
-    import threading
-
-    from vcam_harmonize.harmonizer import REFRESH_NICENESS, _yield_to_frames
-
-    before = os.getpriority(os.PRIO_PROCESS, 0)
-    seen = {}
-
-    def worker():
-        _yield_to_frames()
-        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
-    assert seen["nice"] == min(before + REFRESH_NICENESS, 19)
-    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the caller's thread keeps its own
