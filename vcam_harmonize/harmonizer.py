@@ -20,8 +20,8 @@ the frame rate and refresh interval, measured on the frames' timestamps.
   moves a little on each frame instead of stepping.
 - Change-aware: when the colour statistics of the frame (person and background, mean and
   spread) move beyond their own frame-to-frame noise (a background switch, a lamp, the
-  person stepping into other light), PHNet runs at once and on every frame for
-  :data:`FAST_HOLD` seconds, each time twice on the same frame: as it is and with the
+  person stepping into other light), PHNet runs at once and every :data:`FAST_PERIOD`
+  seconds for :data:`FAST_HOLD` seconds, each time twice on the same frame: as it is and with the
   change undone (per-channel gains of the person and the background). The mean
   difference of the paired readings, which the mask edge's noise hardly enters, moves the
   averaged statistics of before the change to the new light, so they follow at once and
@@ -171,13 +171,13 @@ class ColourTransform:
         return 255 * float(torch.maximum(db.abs(), (da + db).abs()).max())
 
     def low_maps(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(a - 1, 255 * b)`` as float32 ``(res, res, 3)`` arrays, computed once: the
-        form in which every frame applies them (``out = I + (a - 1) * I + 255 * b``)."""
+        """``(a, 255 * b)`` as float32 ``(h, w, 3)`` arrays, computed once: the form in
+        which every frame applies them (``T = a * I + 255 * b``, ``I`` in grey levels)."""
         if self._low is None:
             def hwc(maps: torch.Tensor) -> np.ndarray:
                 return np.ascontiguousarray(maps[0].permute(1, 2, 0).float().cpu().numpy())
 
-            self._low = (hwc(self.a - 1), hwc(self.b * 255))
+            self._low = (hwc(self.a), hwc(self.b * 255))
         return self._low
 
 
@@ -193,8 +193,8 @@ class Harmonizer:
             time constant of ``-1 / (30 ln smoothing)`` s (see :func:`time_constant`).
         strength: 0 returns the composite, 1 the full correction.
         refresh_every: run the network on every n-th call at most and reuse its
-            transform in between (1 = every frame); after a change of light it runs on
-            every frame a while, after a scene cut at once.
+            transform in between (1 = every frame); after a change of light it runs
+            every :data:`FAST_PERIOD` seconds a while, after a scene cut at once.
         idle_refresh: while the person neither moves nor changes, run it only this
             often, in seconds (see :class:`RefreshScheduler`; the camera uses
             :data:`IDLE_REFRESH`); None: on every ``refresh_every``-th frame whatever
@@ -536,8 +536,7 @@ class Harmonizer:
         work = self._workspace(height, width)
         low = transform.low_maps()
         if work["maps_of"] is not low:  # a new transform: upsample its maps once
-            cv2.resize(low[0] + 1, (width, height), dst=work["gain"],
-                       interpolation=cv2.INTER_LINEAR)
+            cv2.resize(low[0], (width, height), dst=work["gain"], interpolation=cv2.INTER_LINEAR)
             cv2.resize(low[1], (width, height), dst=work["offset"],
                        interpolation=cv2.INTER_LINEAR)
             work["maps_of"] = low
