@@ -54,6 +54,9 @@ class DataSet:
     # folder sets, training part: strength of a random change of the whole photo's light
     # before the composite is made
     global_colour: float = setting(0.0, within="[0, 1]")
+    # folder sets, training part: share of photos whose backdrop (the background only)
+    # gets another colour first, as a studio's painted backdrop
+    backdrop_colour: float = setting(0.0, within="[0, 1]")
     # folder sets, training part: share of unchanged composites
     identity_prob: float = setting(0.0, within="[0, 1)")
     # folder sets: "square" (centre) or "upper_body" (webcam-like head and shoulders from

@@ -242,6 +242,7 @@ class FolderDataset(Dataset):
         global_colour: float = 0.0,
         identity_prob: float = 0.0,
         framing: str = "square",
+        backdrop_colour: float = 0.0,
     ) -> None:
         if framing not in FRAMINGS:
             raise InputError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
@@ -253,10 +254,13 @@ class FolderDataset(Dataset):
             raise InputError(f"global_colour must be in [0, 1], got {global_colour}")
         if not 0 <= identity_prob < 1:
             raise InputError(f"identity_prob must be in [0, 1), got {identity_prob}")
+        if not 0 <= backdrop_colour <= 1:
+            raise InputError(f"backdrop_colour must be in [0, 1], got {backdrop_colour}")
         self.root = Path(root)
         self.size, self.hflip, self.seed, self.transfer_prob = size, hflip, seed, transfer_prob
         self.crop_scale, self.global_colour = crop_scale, global_colour
         self.identity_prob, self.framing = identity_prob, framing
+        self.backdrop_colour = backdrop_colour
         self.epoch = 0
         images, masks = self.root / "images", self.root / "masks"
         if not images.is_dir() or not masks.is_dir():
@@ -319,6 +323,8 @@ class FolderDataset(Dataset):
         real, mask = self._load(index, rng)
         if self.global_colour > 0:
             real = global_recolour(real, self.global_colour, rng)
+        if self.backdrop_colour and rng.random() < self.backdrop_colour:
+            real = recolour_backdrop(real, mask, rng)
         flip = bool(rng.random() < self.hflip)
         if self.identity_prob and rng.random() < self.identity_prob:
             comp = real.clone()  # already harmonious: the right answer is no change
@@ -405,6 +411,22 @@ def global_recolour(real: Tensor, strength: float, rng: np.random.Generator) -> 
     return (real.clamp(0, 1) ** gamma * factors).clamp(0, 1)
 
 
+def recolour_backdrop(real: Tensor, mask: Tensor, rng: np.random.Generator) -> Tensor:
+    """Give the photo another backdrop colour and leave the person as they are, as in
+    studio and press photos whose coloured backdrop is paint, not light: a gain of
+    0.5-1.5 per channel and a gamma of 0.67-1.5 applied to the background only, mixed
+    in by the soft mask. Trained on such photos, the network learns that a backdrop's
+    colour alone need not tint the person in front of it.
+
+    ``real`` ``(1, 3, H, W)`` and ``mask`` ``(1, 1, H, W)`` in [0, 1]; returns ``real``'s
+    shape, equal to ``real`` wherever the mask is 1.
+    """
+    gains = torch.as_tensor(rng.uniform(0.5, 1.5, 3), dtype=real.dtype).view(1, 3, 1, 1)
+    gamma = float(np.exp(rng.uniform(np.log(1 / 1.5), np.log(1.5))))
+    backdrop = (real.clamp(0, 1) ** gamma * gains).clamp(0, 1)
+    return mask * real + (1 - mask) * backdrop
+
+
 class EpochSample(Dataset):
     """A fresh random draw of ``count`` items of ``dataset`` in every epoch, without
     repeats, so that each set adds the same number of samples per epoch however large it
@@ -482,7 +504,7 @@ def _folder_parts(ds, data) -> tuple[Dataset, Dataset]:
         FolderDataset(ds.root, train_names, data.size, data.hflip, data.seed + 1000 * r,
                       ds.transfer_prob, data.on_error, crop_scale=ds.crop_scale,
                       global_colour=ds.global_colour, identity_prob=ds.identity_prob,
-                      framing=ds.framing)
+                      framing=ds.framing, backdrop_colour=ds.backdrop_colour)
         for r in range(ds.repeat)
     ]
     train: Dataset = repeats[0] if len(repeats) == 1 else ConcatDataset(repeats)

@@ -18,6 +18,7 @@ from vcam_harmonize.training.datasets import (
     random_square_crop,
     read_image,
     read_mask,
+    recolour_backdrop,
 )
 from vcam_harmonize.training.splits import person_of, portrait_splits, scene_splits, split_names
 
@@ -260,6 +261,36 @@ def test_scene_split_holds_out_a_fixed_count():
     assert len(val) == 200 and len(train) == 1598 and not set(train) & set(val)
     with pytest.raises(InputError):
         scene_splits(SCENES, val_count=5000)
+
+
+def test_recolour_backdrop_changes_the_background_only():
+    real = torch.rand(1, 3, 16, 24) * 0.8 + 0.1
+    mask = torch.zeros(1, 1, 16, 24)
+    mask[..., 4:12, 6:18] = 1.0
+    mask[..., 4:12, 5] = 0.5  # a soft edge
+    out = recolour_backdrop(real, mask, np.random.default_rng(3))
+    assert out.shape == real.shape and out.min() >= 0 and out.max() <= 1
+    person = mask[0, 0] == 1
+    assert torch.equal(out[:, :, person], real[:, :, person])
+    background = mask[0, 0] == 0
+    assert (out[:, :, background] - real[:, :, background]).abs().mean() > 0.02
+    edge = out[..., 4:12, 5]  # halfway between the person's colour and the new backdrop's
+    backdrop = recolour_backdrop(real, torch.zeros_like(mask), np.random.default_rng(3))
+    torch.testing.assert_close(edge, (real[..., 4:12, 5] + backdrop[..., 4:12, 5]) / 2)
+
+
+@needs_shared
+def test_backdrop_colour_keeps_the_person_of_the_photo():
+    plain = FolderDataset(SCENES, SCENE_NAMES, size=64, seed=3, identity_prob=0.999)
+    recoloured = FolderDataset(SCENES, SCENE_NAMES, size=64, seed=3, identity_prob=0.999,
+                               backdrop_colour=1.0)
+    before, after = plain[1], recoloured[1]
+    person = before["mask"][0] == 1
+    background = before["mask"][0] == 0
+    assert torch.equal(after["real"][:, person], before["real"][:, person])
+    assert not torch.allclose(after["real"][:, background], before["real"][:, background])
+    with pytest.raises(InputError, match="backdrop_colour"):
+        FolderDataset(SCENES, SCENE_NAMES, size=64, backdrop_colour=1.5)
 
 
 def test_global_recolour_changes_the_whole_photo_alike_and_stays_in_range():
