@@ -132,7 +132,11 @@ def test_the_harmonizer_composites_and_harmonizes_in_one_pass_as_it_does_in_two(
     for index in range(7):
         fg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         bg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        inputs = fg.copy(), bg.copy()
+        # frames 0, 3, 6 make the full composite for the network and transform it in
+        # place; the others composite and transform in the fused pass
         fused = one.composite_harmonized(fg, bg, mask, timestamp=index / 30)
+        assert np.array_equal(fg, inputs[0]) and np.array_equal(bg, inputs[1])
         separate = two.harmonize(composite(fg, bg, mask), mask, timestamp=index / 30)
         assert fused.shape == fg.shape and fused.dtype == np.uint8
         assert np.abs(fused.astype(int) - separate).max() <= 1

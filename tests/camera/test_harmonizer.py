@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vcam_harmonize.harmonizer import Harmonizer, fit_affine
+from vcam_harmonize.harmonizer import Harmonizer, every_8th, fit_affine
 from vcam_harmonize.models import InputError, PHNet
 from vcam_harmonize.models.checkpoint import to_authors_state_dict
 
@@ -421,3 +421,12 @@ def test_refresh_scheduler_rules():
     fixed = RefreshScheduler(min_frames=2, idle=None)
     fixed.ran(still, 0.0)
     assert [fixed.due(still, t) for t in (10.0, 10.03)] == [False, True]
+
+
+@pytest.mark.parametrize("shape", [(720, 1280, 3), (720, 1280), (60, 84, 3), (37, 53)])
+def test_every_8th_is_numpys_decimation(shape):
+    image = np.random.default_rng(4).integers(0, 256, shape).astype(np.uint8)
+    for array in (image, image.astype(np.float32) / 255):
+        out = every_8th(array)
+        assert out.flags.c_contiguous and out.dtype == array.dtype
+        np.testing.assert_array_equal(out, array[::8, ::8])
