@@ -165,3 +165,41 @@ def test_evaluate_on_the_authors_layout_with_released_weights_and_baselines(ihar
     assert "## Against the composite" in markdown
     assert (f"| HFlickr | best_tiny | {net['fmse'] / base['fmse']:.2f}x | "
             f"{net['psnr'] - base['psnr']:+.2f} |") in markdown
+
+
+def test_camera_scores_each_weights_file_as_the_camera_shows_it(iharmony, tmp_path):
+    from vcam_harmonize.harmonizer import Harmonizer
+
+    torch.manual_seed(1)
+    model = PHNet(PHNetConfig(widths=(8, 8, 16, 16, 32, 32), grids=(4, 2, 1), pfe_grid=2)).eval()
+    weights = tmp_path / "tiny.pth"
+    torch.save(to_authors_state_dict(model), weights)
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--iharmony4", str(iharmony), "--weights", str(weights),
+                     "--weights", "composite", "--camera", "--camera-res", "16",
+                     "--size", str(SIZE), "--samples", "0", "--out", str(out)]) == 0
+
+    camera = Harmonizer(weights, "cpu", 16)
+
+    def shown(s):
+        return camera.harmonize(s["comp"].astype(np.uint8), s["mask"].astype(np.float32))
+
+    samples = _decoded(iharmony)
+    expected = _means(samples, lambda s: shown(s).astype(np.float64))
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["predictor"] == "tiny+camera"]
+    assert {(r["table"], r["dataset"], r["group"]) for r in rows} == set(expected)
+    for row in rows:
+        means = expected[(row["table"], row["dataset"], row["group"])]
+        for metric in ("mse", "fmse", "psnr", "fpsnr"):
+            assert float(row[metric]) == pytest.approx(means[metric], rel=1e-4, abs=1e-3)
+    # the camera's transform leaves the background alone and changes the person
+    first = samples[0]
+    assert np.array_equal(shown(first)[~first["mask"]], first["comp"][~first["mask"]])
+    assert not np.array_equal(shown(first)[first["mask"]], first["comp"][first["mask"]])
+    assert "| HFlickr | tiny+camera |" in (out / "metrics.md").read_text()
+    # a bad working resolution is one clear error line, exit 2, and nothing written
+    assert cli.main(["evaluate", "--iharmony4", str(iharmony), "--weights", str(weights),
+                     "--camera", "--camera-res", "12", "--size", str(SIZE),
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
