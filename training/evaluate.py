@@ -4,8 +4,6 @@ ratio) as Markdown and CSV, and a PNG grid of composite / prediction / truth.
 Any number of predictors are compared on the same held-out data: weight files (ours
 or the authors' released ``.pth``), ``composite`` (the input itself) and ``transfer``
 (a classical masked mean/std colour transfer of the foreground to the background).
-With ``--camera`` each weights file is also scored the way the camera shows it
-(``NAME+camera``, :func:`camera_predictor`).
 """
 
 from __future__ import annotations
@@ -49,28 +47,6 @@ def make_predictor(spec: str, device: torch.device) -> Predictor:
         return colour_transfer_baseline
     model = load_model(spec).to(device).eval()
     return lambda comp, mask: model(comp, mask).float()
-
-
-def camera_predictor(spec: str, device: torch.device, res: int = 256) -> Predictor:
-    """What the camera makes of a composite with these weights: the composite rounded
-    to 8 bits, PHNet at the working resolution ``res``, its prediction fitted as a local
-    colour transform and applied at the composite's own size (:class:`Harmonizer`, no
-    temporal smoothing, the network on every image)."""
-    from vcam_harmonize.harmonizer import Harmonizer
-
-    harmonizer = Harmonizer(spec, str(device), res)
-
-    def predict(comp: Tensor, mask: Tensor) -> Tensor:
-        out = torch.empty_like(comp, dtype=torch.float32)
-        for i in range(comp.shape[0]):
-            image = _to_uint8(comp[i])
-            alpha = mask[i, 0].float().cpu().numpy()
-            harmonizer.reset()
-            result = harmonizer.harmonize(np.ascontiguousarray(image), alpha)
-            out[i] = torch.from_numpy(result).to(out.device).permute(2, 0, 1).float() / 255
-        return out
-
-    return predict
 
 
 @torch.no_grad()
@@ -221,19 +197,19 @@ def _datasets(args: argparse.Namespace) -> dict[str, Dataset]:
     return sets
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace,
+         also: Callable[[str, str, torch.device], dict[str, Predictor]] | None = None) -> int:
+    """The ``evaluate`` command; ``also(spec, label, device)`` may add predictors of its
+    own beside each weights file (``tools/eval_camera.py`` adds the camera's path)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.camera and (args.camera_res <= 0 or args.camera_res % 8):
-        raise InputError(f"--camera-res must be a positive multiple of 8 (such as 256), "
-                         f"got {args.camera_res}")
     datasets = _datasets(args)
     out = Path(args.out)
     predictors = {}
     for spec in args.weights:
         label = Path(spec).stem if spec not in ("composite", "transfer") else spec
         predictors[label] = make_predictor(spec, device)
-        if args.camera and spec not in ("composite", "transfer"):
-            predictors[f"{label}+camera"] = camera_predictor(spec, device, args.camera_res)
+        if also is not None and spec not in ("composite", "transfer"):
+            predictors.update(also(spec, label, device))
     results, examples = evaluate(predictors, datasets, device, args.batch_size,
                                  args.samples, args.workers)
     if examples:
@@ -243,7 +219,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` command to ``subparsers``; returns its parser."""
     parser = subparsers.add_parser(
         "evaluate", help="metrics tables (Markdown, CSV) and a sample grid",
         description="Evaluate weight files (ours or the authors' .pth) and the baselines "
@@ -258,11 +235,6 @@ def register(subparsers) -> None:
                         default=["HCOCO", "HFlickr", "Hday2night", "HAdobe5k"])
     parser.add_argument("--ffhqh", help="FFHQH root (test_split.txt, comp/, alpha/)")
     parser.add_argument("--ffhq", help="folder of the real FFHQ images for --ffhqh")
-    parser.add_argument("--camera", action="store_true",
-                        help="also score each weights file as the camera shows it (NAME+camera: "
-                             "PHNet at --camera-res, applied as a colour transform)")
-    parser.add_argument("--camera-res", type=int, default=256,
-                        help="the camera's working resolution for --camera (default 256)")
     parser.add_argument("--size", type=int, default=256, help="square evaluation size")
     parser.add_argument("--limit", type=int, default=0, help="at most this many images per set")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -271,4 +243,5 @@ def register(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=6, help="rows in samples.png")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", required=True, help="folder for metrics.md/.csv, samples.png")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=run)
+    return parser
