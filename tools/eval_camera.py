@@ -19,7 +19,6 @@ import argparse
 import logging
 import sys
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,9 +34,8 @@ def camera_predictor(spec: str, device: torch.device, res: int = 256) -> evaluat
     def predict(comp: Tensor, mask: Tensor) -> Tensor:
         out = torch.empty(comp.shape, dtype=torch.float32, device=comp.device)
         for i in range(comp.shape[0]):
-            image = (comp[i].permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
             harmonizer.reset()
-            shown = harmonizer.harmonize(np.ascontiguousarray(image),
+            shown = harmonizer.harmonize(evaluate.to_uint8(comp[i]),
                                          mask[i, 0].float().cpu().numpy())
             out[i] = torch.from_numpy(shown).to(comp.device).permute(2, 0, 1).float() / 255
         return out

@@ -74,12 +74,13 @@ def evaluate(predictors: dict[str, Predictor], datasets: dict[str, Dataset],
                     continue
                 shown = blend(pred, comp, mask)
                 for i in range(min(wanted, comp.shape[0])):
-                    examples.append([_to_uint8(t[i]) for t in (comp, shown, real)])
+                    examples.append([to_uint8(t[i]) for t in (comp, shown, real)])
                 wanted -= min(wanted, comp.shape[0])
     return results, examples
 
 
-def _to_uint8(image: Tensor) -> np.ndarray:
+def to_uint8(image: Tensor) -> np.ndarray:
+    """A ``(3, H, W)`` image in [0, 1] as ``(H, W, 3)`` uint8, rounded."""
     return (image.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).byte().cpu().numpy()
 
 
