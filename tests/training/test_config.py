@@ -18,11 +18,14 @@ PAPER = {  # name -> (model, dataset kind, size)
 }
 
 
+LITE = ["lite", "lite_people", "lite_refine", "lite_backdrop", "lite_continue"]
+
+
 def test_the_paper_setups_and_lite_are_shipped():
-    assert set(SHIPPED) == {*PAPER, "lite", "lite_people", "lite_refine", "lite_backdrop", "lite_continue"}
+    assert set(SHIPPED) == {*PAPER, *LITE}
 
 
-@pytest.mark.parametrize("name", ["lite", "lite_people", "lite_refine", "lite_backdrop", "lite_continue"])
+@pytest.mark.parametrize("name", LITE)
 def test_lite_recipes_train_on_every_real_photo_set_split_by_person(name):
     config = load_config(name)
     assert config.model.name == "lite"
