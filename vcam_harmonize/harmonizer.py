@@ -373,16 +373,18 @@ class Harmonizer:
 
     def _transform_for(self, frame: _Frame, timestamp: float | None) -> ColourTransform | None:
         """The transform for this frame (None if a reset from another thread overtook
-        it). PHNet runs every ``refresh_every`` frames, on every frame while following a
-        change, and after a scene cut; with ``background_refresh`` on a worker thread
+        it). PHNet runs as the refresh schedule asks (at most every ``refresh_every``
+        frames), every :data:`FAST_PERIOD` seconds while following a change, and after a
+        scene cut; with ``background_refresh`` on a worker thread
         while frames go on. Every frame the transform glides toward the latest result."""
         mask = frame.mask
         # every 8th pixel is plenty for a 32x18 thumbnail and the statistics, and 60x cheaper
         sparse = frame.sparse()
         thumb = cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA).astype(np.float32)
         thumb *= 128 / np.maximum(thumb.mean(axis=(0, 1)), 16.0)
-        stats = frame_statistics(sparse, mask[::8, ::8]) if self.time_constant > 0 else None
-        mask_now = mask_thumbnail(mask)
+        sparse_mask = frame.sparse_mask()
+        stats = frame_statistics(sparse, sparse_mask) if self.time_constant > 0 else None
+        mask_now = mask_thumbnail(sparse_mask)
         with self._lock:
             if self._thumb is not None and \
                     np.abs(thumb - self._thumb).mean() > SCENE_CUT * 255:
@@ -578,6 +580,7 @@ class _Frame:
         self.fg, self.bg = fg, bg
         self.mask = mask.astype(np.float32, copy=False)
         self._composite: np.ndarray | None = fg if fg is bg else None
+        self._sparse_mask: np.ndarray | None = None
 
     @property
     def made(self) -> np.ndarray | None:
@@ -591,11 +594,17 @@ class _Frame:
             return self._composite
         return self._composite.copy() if copy else self._composite
 
+    def sparse_mask(self) -> np.ndarray:
+        """Every 8th pixel of the mask, C-ordered (made once)."""
+        if self._sparse_mask is None:
+            self._sparse_mask = every_8th(self.mask)
+        return self._sparse_mask
+
     def sparse(self) -> np.ndarray:
         """Every 8th pixel of the composite, C-ordered."""
         if self._composite is not None:
             return every_8th(self._composite)
-        return composite(every_8th(self.fg), every_8th(self.bg), every_8th(self.mask))
+        return composite(every_8th(self.fg), every_8th(self.bg), self.sparse_mask())
 
 
 def every_8th(image: np.ndarray) -> np.ndarray:

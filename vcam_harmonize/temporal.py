@@ -171,10 +171,10 @@ class RefreshScheduler:
         self._frames, self._at, self._mask = 0, now, mask_thumb
 
 
-def mask_thumbnail(mask: np.ndarray) -> np.ndarray:
-    """A 32x18 thumbnail of a ``(H, W)`` mask in grey levels (0..255), from every 8th
-    pixel."""
-    sparse = np.ascontiguousarray(mask[::8, ::8], dtype=np.float32)
+def mask_thumbnail(sparse_mask: np.ndarray) -> np.ndarray:
+    """A 32x18 thumbnail in grey levels (0..255) of a mask already cut down to every 8th
+    pixel (``mask[::8, ::8]``, float in [0, 1])."""
+    sparse = np.ascontiguousarray(sparse_mask, dtype=np.float32)
     return cv2.resize(sparse, (32, 18), interpolation=cv2.INTER_AREA) * 255
 
 
