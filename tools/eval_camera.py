@@ -1,9 +1,10 @@
 """`vcam-harmonize-train evaluate`, with each weights file also scored as the camera shows
 it (``NAME+camera``): the composite rounded to 8 bits, PHNet at the camera's working
-resolution (``--camera-res``, default 256), its prediction fitted as a local colour
-transform and applied at the composite's own size by the camera's own
-:class:`~vcam_harmonize.harmonizer.Harmonizer` (no temporal smoothing, the network on
-every image). Training never imports the camera, so this lives beside both:
+resolution (``--camera-res``, default 256), its prediction fitted as the camera's colour
+transform (``--camera-transform``: ``local``, the camera's default, or ``global``; ``both``
+scores each, as ``NAME+camera`` and ``NAME+camera-global``) and applied at the composite's own
+size by the camera's own :class:`~vcam_harmonize.harmonizer.Harmonizer` (no temporal
+smoothing, the network on every image). Training never imports the camera, so this lives beside both:
 
     python tools/eval_camera.py --config lite_people \\
         --weights models/weights/phnet_lite.safetensors --weights composite \\
@@ -27,9 +28,10 @@ from vcam_harmonize.models.errors import InputError, run_front_end
 from vcam_harmonize.training import evaluate
 
 
-def camera_predictor(spec: str, device: torch.device, res: int = 256) -> evaluate.Predictor:
+def camera_predictor(spec: str, device: torch.device, res: int = 256,
+                     transform: str = "local") -> evaluate.Predictor:
     """What the camera makes of each composite of a batch with the weights ``spec``."""
-    harmonizer = Harmonizer(spec, str(device), res)
+    harmonizer = Harmonizer(spec, str(device), res, transform=transform)
 
     def predict(comp: Tensor, mask: Tensor) -> Tensor:
         out = torch.empty(comp.shape, dtype=torch.float32, device=comp.device)
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "shows it (NAME+camera).")
     parser.add_argument("--camera-res", type=int, default=256,
                         help="the camera's working resolution (default 256)")
+    parser.add_argument("--camera-transform", choices=["local", "global", "both"],
+                        default="local",
+                        help="the camera's colour transform (default local; both: each)")
     return parser
 
 
@@ -63,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.camera_res <= 0 or args.camera_res % 8:
             raise InputError(f"--camera-res must be a positive multiple of 8 (such as 256), "
                              f"got {args.camera_res}")
-        return evaluate.run(args, lambda spec, label, device: {
-            f"{label}+camera": camera_predictor(spec, device, args.camera_res)})
+        kinds = {"global": ["global"], "local": ["local"],
+                 "both": ["local", "global"]}[args.camera_transform]
+
+        def also(spec: str, label: str, device: torch.device) -> dict:
+            return {f"{label}+camera" + ("" if kind == "local" else "-global"):
+                    camera_predictor(spec, device, args.camera_res, kind) for kind in kinds}
+
+        return evaluate.run(args, also)
 
     return run_front_end(run, "interrupted")
 

@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--width", type=int, default=1280)
     pipe.add_argument("--height", type=int, default=720)
     pipe.add_argument("--res", type=int, default=256, help="PHNet working resolution")
+    pipe.add_argument("--transform", choices=["local", "global"], default=CameraConfig.transform,
+                      help="the camera's colour transform (default local)")
     pipe.add_argument("--frames", type=int, default=600, help="frames to time")
     pipe.add_argument("--warmup", type=int, default=60, help="frames before timing starts")
     pipe.add_argument("--video", help="input video (default: the demo clip, written once)")
@@ -208,7 +210,8 @@ def temporal(args: argparse.Namespace, device: str) -> int:
     def make(smoothing: float, every: int) -> Harmonizer:
         # every n-th frame: the camera's schedule (fewer runs while the person is still)
         return Harmonizer(args.weights or None, device, args.res, smoothing, refresh_every=every,
-                          idle_refresh=IDLE_REFRESH if every > 1 else None)
+                          idle_refresh=IDLE_REFRESH if every > 1 else None,
+                          transform=args.transform)
 
     try:
         result = temporal_bench(make, args.smoothing, refresh_every(device, args.refresh_every))
@@ -219,7 +222,7 @@ def temporal(args: argparse.Namespace, device: str) -> int:
         print("error: --temporal needs the people photos (../shared/datasets/people)",
               file=sys.stderr)
         return 2
-    result = {"device": device_name(device), "res": args.res,
+    result = {"device": device_name(device), "res": args.res, "transform": args.transform,
               "weights": args.weights or "bundled", **result,
               "people_held_out_of": HELD_OUT_PEOPLE}
     print(json.dumps(result), flush=True)

@@ -199,6 +199,7 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path,
                           background=args.background, harmonize=harmonize,
                           res=args.res, refresh_every=args.refresh_every,
                           smoothing=args.smoothing, weights=args.weights,
+                          transform=args.transform,
                           gpu="on" if device == "cuda" else "off", output="bench")
     sink = CountingSink()
     pipeline = Pipeline(config, [sink], max_frames=args.warmup + args.frames, lossless=True,
@@ -226,7 +227,7 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path,
     timed = sink.count - args.warmup
     return {
         "device": device_name(device),
-        "width": args.width, "height": args.height, "res": args.res,
+        "width": args.width, "height": args.height, "res": args.res, "transform": args.transform,
         "harmonize": harmonize,
         "paced": args.paced,
         "refresh_every": pipeline.harmonizer.refresh_every,
@@ -271,7 +272,7 @@ def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
     background.close()
     harmonizer = Harmonizer(args.weights or None, device, args.res, args.smoothing,
                             refresh_every=refresh_every(device, args.refresh_every),
-                            idle_refresh=IDLE_REFRESH)
+                            idle_refresh=IDLE_REFRESH, transform=args.transform)
 
     def timed(step) -> float:
         start = time.perf_counter()
@@ -407,8 +408,10 @@ def quality_gap(args: argparse.Namespace, device: str) -> tuple[float | None, di
     weights = args.weights or None
     live_refresh = refresh_every(device, args.refresh_every)
     live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh,
-                      background_refresh=True, idle_refresh=IDLE_REFRESH)
-    exact = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=1)
+                      background_refresh=True, idle_refresh=IDLE_REFRESH,
+                      transform=args.transform)
+    exact = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=1,
+                       transform=args.transform)
     live_psnr, exact_psnr = [], []
     for index, (comp, mask, truth) in enumerate(clip):
         out = exact.harmonize(comp, mask, timestamp=index / 30)

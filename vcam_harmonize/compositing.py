@@ -120,3 +120,32 @@ def composite_transformed(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
             rest = 1.0 - weight
         cv2.blendLinear(corrected[band], target, weight, rest, dst=target)
     return out
+
+
+def composite_matrix(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
+                     strength: float = 1.0, out: np.ndarray | None = None,
+                     scratch: np.ndarray | None = None) -> np.ndarray:
+    """:func:`composite_transformed` with one colour matrix for every pixel: ``T = M @
+    [C, 1]`` saturated to [0, 255], ``M`` float32 ``(3, 4)`` for colours in grey levels,
+    and ``C + alpha * (T - C)``, rounded, ``alpha = strength * mask``; over the person's
+    bands, one ``cv2.transform`` each. Arguments as for :func:`composite_transformed`
+    (``scratch``: uint8 ``(H, W, 3)``)."""
+    if out is None:
+        out = np.empty(bg.shape, np.uint8)
+        out[:] = bg
+    region = mask >= MASK_FLOOR
+    box = bounding_box(region)
+    if box is None:
+        return out
+    corrected = np.empty(fg.shape, np.uint8) if scratch is None else scratch
+    made = fg is bg  # the composite is there already
+    for band in person_bands(region, box):
+        weight = mask[band]
+        target = out[band]
+        if not made:
+            cv2.blendLinear(fg[band], target, weight, 1.0 - weight, dst=target)
+        cv2.transform(target, matrix, dst=corrected[band])
+        if strength < 1:
+            weight = weight * np.float32(strength)
+        cv2.blendLinear(corrected[band], target, weight, 1.0 - weight, dst=target)
+    return out

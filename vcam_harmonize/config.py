@@ -51,6 +51,9 @@ class CameraConfig:
     # interval; a change of light is still followed within a few frames
     smoothing: float = setting(0.95, within="[0, 1)")
     res: int = setting(256, multiple_of=8)  # PHNet working resolution
+    # the colour transform made of PHNet's answer: guided-filter maps across the person
+    # ("local") or one colour matrix for them ("global"); see vcam_harmonize.harmonizer
+    transform: str = setting("local", choices=("local", "global"))
     # run PHNet every n-th frame; 0 = auto (1 on GPU, 12 on CPU)
     refresh_every: int = setting(0, within="[0, inf)", zero="auto")
     weights: str = ""                 # "" = the bundled default weights

@@ -174,7 +174,8 @@ class Pipeline:
                 harmonizer = Harmonizer(config.weights or None, device, config.res,
                                         config.smoothing, config.strength, refresh,
                                         background_refresh=True, fps=config.fps,
-                                        idle_refresh=IDLE_REFRESH)
+                                        idle_refresh=IDLE_REFRESH,
+                                        transform=config.transform)
                 undo.callback(_close_quietly, harmonizer, harmonizer.close)
             self.harmonizer = harmonizer
             if source is None:

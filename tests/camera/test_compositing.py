@@ -104,6 +104,37 @@ def test_the_fused_pass_equals_composite_then_transform_within_one_level(shape, 
     assert np.array_equal(fused[mask == 0], bg[mask == 0])
 
 
+@pytest.mark.parametrize("strength", [1.0, 0.6])
+@pytest.mark.parametrize("shape", [(72, 128), (181, 241)])
+def test_the_colour_matrix_pass_equals_composite_then_transform_within_one_level(shape,
+                                                                                 strength):
+    from vcam_harmonize.compositing import composite_matrix
+
+    height, width = shape
+    rng = np.random.default_rng(width)
+    fg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    bg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mask = _person_mask(height, width, width)
+    # channels mixed, strong enough to saturate some pixels
+    matrix = np.float32([[1.3, 0.2, -0.1, -20], [0.05, 0.8, 0.1, 15], [-0.2, 0.1, 1.1, 30]])
+    fused = composite_matrix(fg, bg, mask, matrix, strength)
+    separate = composite(fg, bg, mask)
+    assert composite_matrix(separate, separate, mask, matrix, strength, out=separate) \
+        is separate
+    assert np.abs(fused.astype(int) - separate).max() <= 1
+    comp = composite(fg, bg, mask).astype(np.float64)
+    corrected = np.clip(np.rint(comp @ matrix[:, :3].T.astype(np.float64) + matrix[:, 3]),
+                        0, 255)
+    alpha = strength * mask[..., None].astype(np.float64)
+    expected = np.rint(comp + alpha * (corrected - comp))
+    assert np.abs(fused - expected).max() <= 1
+    assert (fused != expected).mean() < 0.05  # rounding twice, as the definition does
+    assert np.array_equal(fused[mask == 0], bg[mask == 0])
+    # no person: the background as it is
+    empty = composite_matrix(fg, bg, np.zeros_like(mask), matrix)
+    assert np.array_equal(empty, bg)
+
+
 def test_the_bands_cover_every_pixel_of_the_person_and_skip_the_corners():
     from vcam_harmonize.compositing import MASK_FLOOR, bounding_box, person_bands
 
@@ -119,7 +150,8 @@ def test_the_bands_cover_every_pixel_of_the_person_and_skip_the_corners():
     assert covered.sum() < 0.9 * box_area
 
 
-def test_the_harmonizer_composites_and_harmonizes_in_one_pass_as_it_does_in_two():
+@pytest.mark.parametrize("transform", ["global", "local"])
+def test_the_harmonizer_composites_and_harmonizes_in_one_pass_as_it_does_in_two(transform):
     """Harmonizer.composite_harmonized(fg, bg, mask) == harmonize(composite(fg, bg, mask))
     within one level, frame after frame (the same network runs and smoothing)."""
     from vcam_harmonize.harmonizer import Harmonizer
@@ -127,8 +159,8 @@ def test_the_harmonizer_composites_and_harmonizes_in_one_pass_as_it_does_in_two(
     rng = np.random.default_rng(5)
     height, width = 96, 160
     mask = _person_mask(height, width, 2)
-    one = Harmonizer(res=32, smoothing=0.9, refresh_every=3)
-    two = Harmonizer(res=32, smoothing=0.9, refresh_every=3)
+    one = Harmonizer(res=32, smoothing=0.9, refresh_every=3, transform=transform)
+    two = Harmonizer(res=32, smoothing=0.9, refresh_every=3, transform=transform)
     for index in range(7):
         fg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         bg = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -39,6 +39,72 @@ def test_fit_affine_recovers_an_exact_affine_map(backend):
     torch.testing.assert_close(b, torch.full_like(b, 0.1), atol=1e-3, rtol=0)
 
 
+def test_fit_matrix_recovers_a_colour_matrix_and_keeps_the_identity_without_a_person():
+    from vcam_harmonize.harmonizer import fit_matrix
+
+    rng = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 40, 48, generator=rng)
+    matrix = torch.tensor([[1.2, 0.1, -0.05, 0.03], [0.0, 0.9, 0.1, -0.02],
+                           [-0.1, 0.05, 1.1, 0.01]], dtype=torch.float64)
+    pixels = image[0].reshape(3, -1).double()
+    target = (matrix[:, :3] @ pixels + matrix[:, 3:]).reshape(1, 3, 40, 48).float()
+    mask = torch.zeros(1, 1, 40, 48)
+    mask[..., 10:30, 8:40] = 1
+    # the pixels outside the mask do not count: they are made to disagree
+    target = torch.where(mask > 0, target, 1 - target)
+    fitted = fit_matrix(image, target, mask, ridge=0.0)
+    assert fitted.shape == (3, 4) and fitted.dtype == torch.float64
+    assert torch.allclose(fitted, matrix, atol=1e-5)
+    # the ridge pulls toward the identity, the more the stronger
+    pulled = [fit_matrix(image, target, mask, ridge=r) for r in (1e-2, 1.0)]
+    identity = torch.eye(3, 4, dtype=torch.float64)
+    distances = [float((m - identity)[:, :3].abs().sum()) for m in [fitted] + pulled]
+    assert distances[0] > distances[1] > distances[2]
+    assert torch.equal(fit_matrix(image, target, torch.zeros_like(mask)), identity)
+
+
+def test_colour_matrix_difference_is_the_largest_change_over_the_colour_cube():
+    from vcam_harmonize.harmonizer import ColourMatrix
+
+    rng = torch.Generator().manual_seed(4)
+    one = ColourMatrix(torch.rand(3, 4, generator=rng, dtype=torch.float64))
+    other = ColourMatrix(torch.rand(3, 4, generator=rng, dtype=torch.float64))
+    axis = torch.linspace(0, 1, 11, dtype=torch.float64)
+    colours = torch.cartesian_prod(axis, axis, axis)
+    delta = one.matrix - other.matrix
+    brute = 255 * float((colours @ delta[:, :3].T + delta[:, 3]).abs().max())
+    assert one.difference(other) == pytest.approx(brute)
+    assert one.difference(one) == 0
+    half = one.blend(other, 0.5)
+    assert torch.allclose(half.matrix, (one.matrix + other.matrix) / 2)
+    assert half.difference(other) == pytest.approx(one.difference(other) / 2)
+    grey = one.grey_matrix()
+    assert grey.dtype == np.float32 and grey.shape == (3, 4)
+    np.testing.assert_allclose(grey[:, 3], 255 * one.matrix[:, 3].numpy(), rtol=1e-6)
+
+
+def test_a_colour_matrix_corrects_a_person_who_moved_as_where_they_were():
+    """A colour matrix does not depend on where the person is: a frame where they moved
+    gets the moved correction. Local maps belong to where the person was."""
+    from vcam_harmonize.harmonizer import ColourMatrix, ColourTransform
+
+    frame, mask = _scene(90, 160)
+    shift = 40
+    moved, moved_mask = np.roll(frame, shift, axis=1), np.roll(mask, shift, axis=1)
+    harmonizer = Harmonizer(res=32)
+    matrix = ColourMatrix(torch.tensor([[1.2, 0.1, 0.0, -0.05], [0.0, 0.8, 0.1, 0.02],
+                                        [0.05, 0.0, 1.1, 0.0]], dtype=torch.float64))
+    here = harmonizer._apply(frame, mask, matrix)
+    assert not np.array_equal(here, frame)
+    assert np.array_equal(harmonizer._apply(moved, moved_mask, matrix),
+                          np.roll(here, shift, axis=1))
+    ramp = torch.linspace(0.6, 1.4, 16).repeat(1, 3, 16, 1)  # gain rising left to right
+    local = ColourTransform(ramp, torch.zeros(1, 3, 16, 16))
+    here = harmonizer._apply(frame, mask, local)
+    assert not np.array_equal(harmonizer._apply(moved, moved_mask, local),
+                              np.roll(here, shift, axis=1))
+
+
 def test_fit_affine_backends_agree_on_any_batch_channels_and_size():
     """The OpenCV path (CPU) and the torch path (CUDA) compute the same guided filter."""
     guide = torch.rand(2, 3, 40, 24)
@@ -89,6 +155,8 @@ def test_bad_settings_are_input_errors():
         Harmonizer(smoothing=1.0)
     with pytest.raises(InputError, match="not found"):
         Harmonizer(weights="/no/such/weights.pth")
+    with pytest.raises(InputError, match="transform must be one of local, global"):
+        Harmonizer(transform="spatial")
 
 
 def test_authors_checkpoints_work_as_weights(tmp_path):
@@ -378,6 +446,28 @@ def test_the_refresh_scheduler_follows_a_person_who_moves():
         mask[45:, left:left + 90] = 1
         harmonizer.harmonize(frame, mask, timestamp=index / 30)
     assert len(runs) == 10  # frames 0, 3, 6, ... 27
+
+
+def test_with_a_colour_matrix_a_person_who_moves_in_a_calm_scene_needs_few_runs():
+    """Once the light has been calm for IDLE_AFTER seconds, local maps follow a moving
+    person every refresh_every-th frame; a colour matrix fits them wherever they are, so
+    it runs every IDLE_REFRESH seconds only."""
+    from vcam_harmonize.temporal import IDLE_AFTER, IDLE_REFRESH
+
+    frame, _ = _scene(seed=5)
+    late = {}
+    for transform in ("local", "global"):
+        harmonizer = Harmonizer(res=32, smoothing=0.9, refresh_every=3,
+                                idle_refresh=IDLE_REFRESH, transform=transform)
+        runs = _counting(harmonizer)
+        for index in range(int(30 * (IDLE_AFTER + 3))):  # the person sways 16 px
+            mask = np.zeros(frame.shape[:2], np.float32)
+            left = 80 + int(round(16 * np.sin(index / 5)))
+            mask[45:, left:left + 90] = 1
+            harmonizer.harmonize(frame, mask, timestamp=index / 30)
+        late[transform] = [t for t in runs if t > IDLE_AFTER + 0.1]
+    assert len(late["local"]) >= 8  # each time the mask has moved far enough
+    assert 1 <= len(late["global"]) <= 2
 
 
 def test_a_fixed_schedule_runs_every_nth_frame_whatever_the_scene():

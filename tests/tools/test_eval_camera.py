@@ -34,29 +34,30 @@ def test_each_weights_file_is_scored_as_the_camera_shows_it(tool, iharmony, tmp_
     out = tmp_path / "eval"
     assert tool.main(["--iharmony4", str(iharmony), "--weights", str(weights),
                       "--weights", "composite", "--camera-res", "16", "--size", str(SIZE),
-                      "--samples", "0", "--out", str(out)]) == 0
-
-    camera = Harmonizer(weights, "cpu", 16)
-
-    def shown(s):
-        return camera.harmonize(s["comp"].astype(np.uint8), s["mask"].astype(np.float32))
-
+                      "--camera-transform", "both", "--samples", "0", "--out", str(out)]) == 0
     samples = _decoded(iharmony)
-    expected = _means(samples, lambda s: shown(s).astype(np.float64))
     with open(out / "metrics.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert {r["predictor"] for r in rows} == {"tiny", "tiny+camera", "composite"}
-    rows = [r for r in rows if r["predictor"] == "tiny+camera"]
-    assert {(r["table"], r["dataset"], r["group"]) for r in rows} == set(expected)
-    for row in rows:
-        means = expected[(row["table"], row["dataset"], row["group"])]
-        for metric in ("mse", "fmse", "psnr", "fpsnr"):
-            assert float(row[metric]) == pytest.approx(means[metric], rel=1e-4, abs=1e-3)
-    # the camera's transform leaves the background alone and changes the person
-    first = samples[0]
-    assert np.array_equal(shown(first)[~first["mask"]], first["comp"][~first["mask"]])
-    assert not np.array_equal(shown(first)[first["mask"]], first["comp"][first["mask"]])
-    assert "| HFlickr | tiny+camera |" in (out / "metrics.md").read_text()
+        every_row = list(csv.DictReader(handle))
+    assert {r["predictor"] for r in every_row} == {"tiny", "tiny+camera", "tiny+camera-global",
+                                                   "composite"}
+    for label, transform in (("tiny+camera", "local"), ("tiny+camera-global", "global")):
+        camera = Harmonizer(weights, "cpu", 16, transform=transform)
+
+        def shown(s, camera=camera):
+            return camera.harmonize(s["comp"].astype(np.uint8), s["mask"].astype(np.float32))
+
+        expected = _means(samples, lambda s, shown=shown: shown(s).astype(np.float64))
+        rows = [r for r in every_row if r["predictor"] == label]
+        assert {(r["table"], r["dataset"], r["group"]) for r in rows} == set(expected)
+        for row in rows:
+            means = expected[(row["table"], row["dataset"], row["group"])]
+            for metric in ("mse", "fmse", "psnr", "fpsnr"):
+                assert float(row[metric]) == pytest.approx(means[metric], rel=1e-4, abs=1e-3)
+        # the camera's transform leaves the background alone and changes the person
+        first = samples[0]
+        assert np.array_equal(shown(first)[~first["mask"]], first["comp"][~first["mask"]])
+        assert not np.array_equal(shown(first)[first["mask"]], first["comp"][first["mask"]])
+        assert f"| HFlickr | {label} |" in (out / "metrics.md").read_text()
 
 
 def test_a_bad_working_resolution_is_one_error_line_and_nothing_written(tool, iharmony,  # noqa: F811
