@@ -63,6 +63,44 @@ def test_fit_matrix_recovers_a_colour_matrix_and_keeps_the_identity_without_a_pe
     assert torch.equal(fit_matrix(image, target, torch.zeros_like(mask)), identity)
 
 
+def test_local_maps_explain_the_colour_matrixs_correction_not_the_raw_prediction():
+    """The local transform is the guided filter's fit of the composite corrected by the
+    person's colour matrix, so a prediction's blotches that no colour matrix explains do
+    not reach the maps, while a colour change does."""
+    import torch.nn.functional as F
+
+    from vcam_harmonize.harmonizer import fit_affine, fit_matrix
+
+    rng = torch.Generator().manual_seed(7)
+    image = F.avg_pool2d(torch.rand(1, 3, 128, 128, generator=rng), 2)  # (1, 3, 64, 64)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:, 16:48] = 1
+    blotches = F.interpolate(torch.rand(1, 3, 4, 4, generator=rng) - 0.5, (64, 64),
+                             mode="bilinear") * 0.2
+    target = (image * torch.tensor([1.2, 0.9, 0.8]).view(1, 3, 1, 1) + blotches) * mask + \
+        image * (1 - mask)
+    harmonizer = Harmonizer(res=64, transform="local")
+    made = harmonizer._fit(image, target, mask)
+    matrix = fit_matrix(image, target, mask).float()
+    corrected = torch.einsum("ij,bjhw->bihw", matrix[:, :3], image) + \
+        matrix[:, 3].view(1, 3, 1, 1)
+    a, b = fit_affine(image, corrected * mask + image * (1 - mask), radius=2)
+    a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    assert torch.allclose(made.a, a, atol=1e-5) and torch.allclose(made.b, b, atol=1e-5)
+    # the person's colour change is there (the maps' output has its mean), the blotches
+    # are not (the raw prediction's maps vary several times more across the person)
+    inside = (slice(None), slice(None), slice(12, 28), slice(10, 22))
+    low = F.avg_pool2d(image, 2)
+    shown = (made.a * low + made.b)[inside].mean(dim=(-2, -1))[0]
+    wanted = F.avg_pool2d(corrected, 2)[inside].mean(dim=(-2, -1))[0]
+    assert torch.allclose(shown, wanted, atol=0.01)
+    assert torch.allclose(matrix[:, :3].diagonal(), torch.tensor([1.2, 0.9, 0.8]), atol=0.1)
+    _, raw_b = fit_affine(image, target, radius=2)  # the blotches are offsets
+    spread = [float(maps[inside].std(dim=(-2, -1)).mean())
+              for maps in (F.avg_pool2d(raw_b, 2), made.b)]
+    assert spread[0] > 3 * spread[1], spread
+
+
 def test_colour_matrix_difference_is_the_largest_change_over_the_colour_cube():
     from vcam_harmonize.harmonizer import ColourMatrix
 
