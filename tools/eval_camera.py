@@ -1,10 +1,11 @@
 """`vcam-harmonize-train evaluate`, with each weights file also scored as the camera shows
 it (``NAME+camera``): the composite rounded to 8 bits, PHNet at the camera's working
-resolution (``--camera-res``, default 256), its prediction fitted as the camera's colour
-transform (``--camera-transform``: ``local``, the camera's default, or ``global``; ``both``
-scores each, as ``NAME+camera`` and ``NAME+camera-global``) and applied at the composite's own
-size by the camera's own :class:`~vcam_harmonize.harmonizer.Harmonizer` (no temporal
-smoothing, the network on every image). Training never imports the camera, so this lives beside both:
+resolution (``--camera-res``, default 256), its prediction fitted as the camera's
+colour transform (``--camera-transform``: ``local``, the camera's default, or
+``global``; ``both`` scores each, as ``NAME+camera`` and ``NAME+camera-global``) and
+applied at the composite's own size by the camera's own
+:class:`~vcam_harmonize.harmonizer.Harmonizer` (no temporal smoothing, the network on
+every image). Training never imports the camera, so this lives beside both:
 
     python tools/eval_camera.py --config lite_people \\
         --weights models/weights/phnet_lite.safetensors --weights composite \\

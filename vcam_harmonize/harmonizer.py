@@ -70,10 +70,10 @@ from vcam_harmonize.guided import guided_coefficients
 from vcam_harmonize.models import EMAStatistics, InputError, PHNet, load_model
 from vcam_harmonize.models.weights import default_weights_path
 from vcam_harmonize.temporal import (
+    MOVED,
     AverageReader,
     ChangeCorrection,
     ChangeDetector,
-    MOVED,
     CorrectedAverage,
     RefreshScheduler,
     frame_statistics,
