@@ -8,8 +8,8 @@ transform serves new frames. Two kinds (``transform``):
 - ``"local"`` (the default): a local affine model per channel, ``out = a * composite +
   b``, fitted with a guided filter (He et al.'s fast guided-filter upsampling) to the
   prediction as the colour matrix below explains it (the matrix's correction of the
-  composite, rather than the prediction itself: closer to the truth on every held-out
-  set, README "One colour matrix for the person"); the smooth ``a`` and ``b`` maps are
+  composite, rather than the prediction itself: lower fMSE and higher PSNR on every
+  held-out set, README "One colour matrix for the person"); the smooth ``a`` and ``b`` maps are
   upsampled to the frame. They belong to where the person was when the network ran. In
   flat windows (skin) the filter's regularisation lowers ``a``, which also damps the
   camera's noise there (and some texture).
@@ -584,7 +584,7 @@ class Harmonizer:
         if self.transform == "global":
             return ColourMatrix(matrix)
         # the maps explain the matrix's correction rather than the prediction itself:
-        # closer to the truth on every held-out set, and no less steady (module docstring)
+        # lower fMSE on every held-out set, and no less steady (module docstring)
         matrix = matrix.to(image.device, image.dtype)
         corrected = torch.einsum("ij,bjhw->bihw", matrix[:, :3], image) + \
             matrix[:, 3].view(1, 3, 1, 1)
