@@ -214,6 +214,10 @@ def fit_matrix(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     """The 3x4 colour matrix ``M`` with ``target ~ M @ [rgb, 1]`` over the pixels,
     weighted least squares with ``ridge`` pulling ``M`` toward the identity.
 
+    The sums run over every other pixel of every other row (twelve unknowns need far
+    fewer than a quarter of a working frame's pixels; a quarter of the cost) in float32;
+    the 4x4 system is solved in float64.
+
     Args:
         image, target: ``(1, 3, H, W)`` in [0, 1].
         weight: ``(1, 1, H, W)``, the mask.
@@ -222,18 +226,20 @@ def fit_matrix(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
         float64 ``(3, 4)`` on the CPU: ``[A | b]``, ``b`` in [0, 1] units; the identity
         where the weights are all (nearly) zero.
     """
-    x = torch.cat([image[0].reshape(3, -1), torch.ones_like(image[0, :1]).reshape(1, -1)])
-    x, t, w = x.double(), target[0].reshape(3, -1).double(), weight[0].reshape(1, -1).double()
-    total = float(w.sum())
-    identity = torch.eye(3, 4, dtype=torch.float64)
-    if not total > 1e-6:
-        return identity
+    step = 2 if min(image.shape[-2:]) >= 32 else 1
+    x = image[0, :, ::step, ::step].reshape(3, -1).float()
+    t = target[0, :, ::step, ::step].reshape(3, -1).float()
+    w = weight[0, :, ::step, ::step].reshape(1, -1).float()
+    x = torch.cat([x, torch.ones_like(w)])
     xw = x * w
-    pull = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64,
-                                   device=x.device)) * (ridge * total)
-    normal = xw @ x.T + pull + 1e-9 * total * torch.eye(4, dtype=torch.float64, device=x.device)
-    rhs = xw @ t.T + pull @ identity.T.to(x.device)
-    return torch.linalg.solve(normal, rhs).T.cpu()
+    normal, rhs = (xw @ x.T).double().cpu(), (xw @ t.T).double().cpu()
+    total = float(normal[3, 3])  # the sum of the weights
+    identity = torch.eye(3, 4, dtype=torch.float64)
+    if not total > 1e-6 * w.shape[1]:
+        return identity
+    pull = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64)) * (ridge * total)
+    normal = normal + pull + 1e-9 * total * torch.eye(4, dtype=torch.float64)
+    return torch.linalg.solve(normal, rhs + pull @ identity.T).T
 
 
 @dataclass
@@ -586,9 +592,9 @@ class Harmonizer:
         # the maps explain the matrix's correction rather than the prediction itself:
         # lower fMSE on every held-out set, and no less steady (module docstring)
         matrix = matrix.to(image.device, image.dtype)
-        corrected = torch.einsum("ij,bjhw->bihw", matrix[:, :3], image) + \
-            matrix[:, 3].view(1, 3, 1, 1)
-        target = corrected * mask + image * (1 - mask)
+        pixels = image[0].reshape(3, -1)
+        corrected = torch.addmm(matrix[:, 3:], matrix[:, :3], pixels).view_as(image)
+        target = torch.lerp(image, corrected, mask)
         a, b = fit_affine(image, target, radius=max(2, self.res // 32))
         if min(a.shape[-2:]) >= 2 * MAP_SIDE_MIN:
             # box-filtered twice, the maps are smooth: half their side keeps them, and
