@@ -96,30 +96,15 @@ def composite_transformed(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
     Returns:
         ``out``.
     """
-    if out is None:
-        out = np.empty(bg.shape, np.uint8)
-        out[:] = bg
-    region = mask >= MASK_FLOOR
-    box = bounding_box(region)
-    if box is None:
-        return out
     if scratch is None:
         scratch = (np.empty(fg.shape, np.float32), np.empty(fg.shape, np.uint8))
     product, corrected = scratch
-    made = fg is bg  # the composite is there already
-    for band in person_bands(region, box):
-        weight = mask[band]
-        rest = 1.0 - weight
-        target = out[band]
-        if not made:
-            cv2.blendLinear(fg[band], target, weight, rest, dst=target)
-        cv2.multiply(target, gain[band], dst=product[band], dtype=cv2.CV_32F)
-        cv2.add(product[band], offset[band], dst=corrected[band], dtype=cv2.CV_8U)
-        if strength < 1:
-            weight = weight * np.float32(strength)
-            rest = 1.0 - weight
-        cv2.blendLinear(corrected[band], target, weight, rest, dst=target)
-    return out
+
+    def correct(band: tuple[slice, slice], colours: np.ndarray) -> np.ndarray:
+        cv2.multiply(colours, gain[band], dst=product[band], dtype=cv2.CV_32F)
+        return cv2.add(product[band], offset[band], dst=corrected[band], dtype=cv2.CV_8U)
+
+    return _composite_corrected(fg, bg, mask, correct, strength, out)
 
 
 def composite_matrix(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
@@ -130,6 +115,19 @@ def composite_matrix(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, matrix: n
     and ``C + alpha * (T - C)``, rounded, ``alpha = strength * mask``; over the person's
     bands, one ``cv2.transform`` each. Arguments as for :func:`composite_transformed`
     (``scratch``: uint8 ``(H, W, 3)``)."""
+    corrected = np.empty(fg.shape, np.uint8) if scratch is None else scratch
+
+    def correct(band: tuple[slice, slice], colours: np.ndarray) -> np.ndarray:
+        return cv2.transform(colours, matrix, dst=corrected[band])
+
+    return _composite_corrected(fg, bg, mask, correct, strength, out)
+
+
+def _composite_corrected(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, correct,
+                         strength: float, out: np.ndarray | None) -> np.ndarray:
+    """The band loop of :func:`composite_transformed` and :func:`composite_matrix`:
+    ``correct(band, colours)`` returns the corrected uint8 colours of a band of the
+    composite."""
     if out is None:
         out = np.empty(bg.shape, np.uint8)
         out[:] = bg
@@ -137,15 +135,14 @@ def composite_matrix(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, matrix: n
     box = bounding_box(region)
     if box is None:
         return out
-    corrected = np.empty(fg.shape, np.uint8) if scratch is None else scratch
     made = fg is bg  # the composite is there already
     for band in person_bands(region, box):
         weight = mask[band]
         target = out[band]
         if not made:
             cv2.blendLinear(fg[band], target, weight, 1.0 - weight, dst=target)
-        cv2.transform(target, matrix, dst=corrected[band])
+        corrected = correct(band, target)
         if strength < 1:
             weight = weight * np.float32(strength)
-        cv2.blendLinear(corrected[band], target, weight, 1.0 - weight, dst=target)
+        cv2.blendLinear(corrected, target, weight, 1.0 - weight, dst=target)
     return out
