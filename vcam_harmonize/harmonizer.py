@@ -20,8 +20,8 @@ transform serves new frames. Two kinds (``transform``):
   ``cv2.transform`` over the person's box. On the held-out sets it is closer to the
   truth than the network's own output and than the local maps (docs/MODEL_CARD.md), but
   it keeps the camera's noise at the correction's own gain, so a brightened person's
-  noise is brighter too (``bench --temporal``: flicker ratio up to 1.05, the local maps'
-  0.84-0.92).
+  noise is brighter too (``bench --temporal``: flicker ratio up to 1.04, the local maps'
+  0.81-0.90).
 
 Temporal behaviour (``smoothing > 0``) is defined in time, not in frames or network
 runs: ``smoothing`` is the weight of the past per 1/30 s, a time constant of
@@ -242,6 +242,10 @@ def fit_matrix(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     return torch.linalg.solve(normal, rhs + pull @ identity.T).T
 
 
+#: the eight corners of the RGB cube in [0, 1] (where a colour matrix's change is largest)
+_CUBE_CORNERS = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * 3)
+
+
 @dataclass
 class ColourMatrix:
     """One colour transform for the whole person: ``T = A @ rgb + b``, ``matrix`` =
@@ -257,9 +261,8 @@ class ColourMatrix:
     def difference(self, other: ColourMatrix) -> float:
         """The most a pixel (0..255) can differ between this transform and ``other``:
         ``255 * |dA @ rgb + db|`` at its largest over the colour cube (a corner)."""
-        delta = self.matrix - other.matrix
-        corners = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=delta.dtype)] * 3)
-        return 255 * float((corners @ delta[:, :3].T + delta[:, 3]).abs().max())
+        delta = (self.matrix - other.matrix).to(_CUBE_CORNERS.dtype)
+        return 255 * float((_CUBE_CORNERS @ delta[:, :3].T + delta[:, 3]).abs().max())
 
     def grey_matrix(self) -> np.ndarray:
         """float32 ``(3, 4)`` for colours in grey levels (``cv2.transform``'s form),
