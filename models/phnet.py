@@ -153,6 +153,40 @@ class PHNet(nn.Module):
             out = torch.where(trivial[:, None, None, None], image, out)
         return out
 
+    def read_statistics(self, image: Tensor, mask: Tensor, stats_hook: StatsHook) -> None:
+        """Hand ``stats_hook`` the statistics that :meth:`forward` would read on these
+        inputs, exactly, and stop there: with PN on the encoder skips ("authors") they
+        depend on the first encoder layers and the PFE only, so the rest of the network
+        (most of its cost) is skipped; with PN in the decoder ("paper") the whole
+        network runs. What the hook hands back is not used."""
+        if self.decoder_norms or not self.skip_norms:
+            self.forward(image, mask, stats_hook)
+            return
+        height, width = image.shape[-2:]
+        pad_h, pad_w = (-height) % 8, (-width) % 8
+        mask = mask.to(image.dtype)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+            mask = F.pad(mask, (0, pad_w, 0, pad_h), mode="replicate")
+        steps = range(self.first_pn_step, 6)  # decoder steps whose skip a PN block reads
+        deepest = 5 - steps[0]
+        masks, features, x = [mask], [], image
+        for k, block in enumerate(self.encoder[:deepest + 1]):
+            x = block(x)
+            features.append(x)
+            masks.append(F.interpolate(masks[-1], scale_factor=0.5, mode="nearest")
+                         if k % 2 == 0 else masks[-1])
+        if self.use_pfe:
+            self.pfe(image, mask, stats_hook)
+        for i in steps:
+            norm = self.skip_norms[i - self.first_pn_step]
+            feature, region = features[5 - i], masks[6 - i]
+            dtype = feature.dtype if feature.dtype == torch.float64 else torch.float32
+            with torch.autocast(device_type=feature.device.type, enabled=False):
+                # in float32, as the block's own forward reads them (full_precision)
+                stats = norm.statistics(feature.to(dtype), region.to(dtype))
+            stats_hook(norm.name, stats)
+
     def _forward_padded(self, image: Tensor, mask: Tensor, hook: StatsHook | None) -> Tensor:
         masks, features, x = [mask], [], image
         for k, block in enumerate(self.encoder):

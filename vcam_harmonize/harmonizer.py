@@ -628,7 +628,9 @@ class Harmonizer:
                 correction = self._correction = ChangeCorrection((job.generation, change),
                                                                  self._stats.state)
             reader = AverageReader(correction.base)
-            self.model(undo_change(job.image, job.mask, gains), job.mask, stats_hook=reader)
+            # only the statistics of this pass are wanted: the network's first layers
+            self.model.read_statistics(undo_change(job.image, job.mask, gains), job.mask,
+                                       reader)
             before = reader.raw
         if job.regular:
             count = self._stats_count

@@ -175,3 +175,35 @@ def test_a_static_clip_flickers_no_more_than_its_input():
         out = bench_temporal.trace(
             clip, lambda f, m, t, h=harmonizer: h.harmonize(f, m, timestamp=t))
         assert out.changes[1:].mean() <= source
+
+
+def test_following_a_change_reads_the_undone_frame_with_the_statistics_pass_only():
+    """Each run that follows a change reads the frame twice, as it is and with the
+    change undone; the second reading needs only the statistics, so it is a
+    ``read_statistics`` pass, never a whole forward."""
+    frame, mask = _scene(seed=5)
+    before, after = _with_background(frame, mask, 1.0), _with_background(frame, mask, 1.3)
+    harmonizer = Harmonizer(res=64, smoothing=0.95, refresh_every=CPU_REFRESH_EVERY)
+    calls = {"forward": 0, "statistics": 0}
+    model = harmonizer.model
+    forward, read = model.forward, model.read_statistics
+
+    def counted_forward(*args, **kwargs):
+        calls["forward"] += 1
+        return forward(*args, **kwargs)
+
+    def counted_read(*args, **kwargs):
+        calls["statistics"] += 1
+        return read(*args, **kwargs)
+
+    model.forward, model.read_statistics = counted_forward, counted_read
+    for i in range(30):  # past the change detector's warm-up
+        harmonizer.harmonize(before, mask, timestamp=i / 30)
+    runs_before = calls["forward"]
+    assert calls["statistics"] == 0
+    for i in range(30, 45):
+        harmonizer.harmonize(after, mask, timestamp=i / 30)
+    follows = calls["statistics"]
+    assert follows >= 2  # the change was followed, each time with one statistics pass
+    # ... and one whole forward each (a regular run may come on top)
+    assert follows <= calls["forward"] - runs_before <= follows + 2

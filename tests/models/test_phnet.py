@@ -249,3 +249,43 @@ def test_ema_statistics_carry_earlier_frames():
     assert ema.state == {}
     with pytest.raises(ValueError):
         EMAStatistics(1.0)
+
+
+def _readings(run) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    seen = []
+
+    def hook(name, stats):
+        seen.append((name, {k: v.clone() for k, v in stats.items()}))
+        return stats
+
+    with torch.no_grad():
+        run(hook)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["lite", "ffhqh", "paper"])
+@pytest.mark.parametrize("use_pfe", [True, False])
+def test_read_statistics_hands_the_hook_what_forward_reads(name, use_pfe):
+    model = _randomize(PHNet.from_config(name))
+    model.use_pfe = use_pfe
+    image, mask = _inputs(36, 52, soft=True)  # not multiples of 8: padded as forward pads
+    full = _readings(lambda hook: model(image, mask, stats_hook=hook))
+    alone = _readings(lambda hook: model.read_statistics(image, mask, hook))
+    assert [n for n, _ in alone] == [n for n, _ in full]
+    assert ("pfe" in [n for n, _ in alone]) == use_pfe
+    for (_, got), (_, want) in zip(alone, full, strict=True):
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key])
+
+
+def test_read_statistics_skips_the_network_past_the_statistics():
+    model = _randomize(PHNet.from_config("lite"))
+    image, mask = _inputs(32, 48)
+    ran = []
+    for part in (*model.encoder, model.se, *model.skips, *model.decoder):
+        part.register_forward_hook(lambda module, args, out: ran.append(module))
+    with torch.no_grad():
+        model.read_statistics(image, mask, lambda name, stats: stats)
+    # the first three encoder layers make every skip a PN block reads; nothing later runs
+    assert ran == list(model.encoder[:3])
