@@ -1,8 +1,8 @@
 """`vcam-harmonize-train evaluate`, with each weights file also scored as the camera shows
-it (``NAME+camera``): the composite rounded to 8 bits, PHNet at the camera's working
+it: the composite rounded to 8 bits, PHNet at the camera's working
 resolution (``--camera-res``, default 256), its prediction fitted as the camera's
-colour transform (``--camera-transform``: ``local``, the camera's default, or
-``global``; ``both`` scores each, as ``NAME+camera`` and ``NAME+camera-global``) and
+colour transform (``--camera-transform``: ``global``, the camera's default, or
+``local``; ``both`` scores each; rows ``NAME+camera-global`` and ``NAME+camera-local``) and
 applied at the composite's own size by the camera's own
 :class:`~vcam_harmonize.harmonizer.Harmonizer` (no temporal smoothing, the network on
 every image). Training never imports the camera, so this lives beside both:
@@ -12,7 +12,7 @@ every image). Training never imports the camera, so this lives beside both:
         --weights transfer --workers 1 --out docs/eval_lite_people
 
 Every option of ``evaluate`` applies; the reports are the same files, with the
-``+camera`` rows added.
+``+camera-...`` rows added.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from vcam_harmonize.training import evaluate
 
 
 def camera_predictor(spec: str, device: torch.device, res: int = 256,
-                     transform: str = "local") -> evaluate.Predictor:
+                     transform: str = "global") -> evaluate.Predictor:
     """What the camera makes of each composite of a batch with the weights ``spec``."""
     harmonizer = Harmonizer(spec, str(device), res, transform=transform)
 
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-res", type=int, default=256,
                         help="the camera's working resolution (default 256)")
     parser.add_argument("--camera-transform", choices=["local", "global", "both"],
-                        default="local",
-                        help="the camera's colour transform (default local; both: each)")
+                        default="global",
+                        help="the camera's colour transform (default global; both: each)")
     return parser
 
 
@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--camera-res must be a positive multiple of 8 (such as 256), "
                              f"got {args.camera_res}")
         kinds = {"global": ["global"], "local": ["local"],
-                 "both": ["local", "global"]}[args.camera_transform]
+                 "both": ["global", "local"]}[args.camera_transform]
 
         def also(spec: str, label: str, device: torch.device) -> dict:
-            return {f"{label}+camera" + ("" if kind == "local" else "-global"):
+            return {f"{label}+camera-{kind}":
                     camera_predictor(spec, device, args.camera_res, kind) for kind in kinds}
 
         return evaluate.run(args, also)

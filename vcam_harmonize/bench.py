@@ -127,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--width", type=int, default=1280)
     pipe.add_argument("--height", type=int, default=720)
     pipe.add_argument("--res", type=int, default=256, help="PHNet working resolution")
-    pipe.add_argument("--transform", choices=["local", "global"], default=CameraConfig.transform,
-                      help="the camera's colour transform (default local)")
+    pipe.add_argument("--transform", choices=["global", "local"], default=CameraConfig.transform,
+                      help="the camera's colour transform (default global)")
     pipe.add_argument("--frames", type=int, default=600, help="frames to time")
     pipe.add_argument("--warmup", type=int, default=60, help="frames before timing starts")
     pipe.add_argument("--video", help="input video (default: the demo clip, written once)")
@@ -214,7 +214,8 @@ def temporal(args: argparse.Namespace, device: str) -> int:
                           transform=args.transform)
 
     try:
-        result = temporal_bench(make, args.smoothing, refresh_every(device, args.refresh_every))
+        result = temporal_bench(make, args.smoothing,
+                                refresh_every(device, args.refresh_every, args.transform))
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

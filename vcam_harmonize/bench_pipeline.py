@@ -271,7 +271,8 @@ def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
             frames.append((image, background.frame(image, mask), mask))
     background.close()
     harmonizer = Harmonizer(args.weights or None, device, args.res, args.smoothing,
-                            refresh_every=refresh_every(device, args.refresh_every),
+                            refresh_every=refresh_every(device, args.refresh_every,
+                                                        args.transform),
                             idle_refresh=IDLE_REFRESH, transform=args.transform)
 
     def timed(step) -> float:
@@ -406,7 +407,7 @@ def quality_gap(args: argparse.Namespace, device: str) -> tuple[float | None, di
     if not clip:
         return None, None
     weights = args.weights or None
-    live_refresh = refresh_every(device, args.refresh_every)
+    live_refresh = refresh_every(device, args.refresh_every, args.transform)
     live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh,
                       background_refresh=True, idle_refresh=IDLE_REFRESH,
                       transform=args.transform)

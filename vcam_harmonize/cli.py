@@ -46,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--strength", type=float, help="harmonization strength 0..1 (default 1)")
     add("--smoothing", type=float, help="temporal smoothing: the weight of the past per 1/30 s, "
                                         "time constant -1/(30 ln s) s (default 0.95: 0.65 s)")
-    add("--transform", choices=["local", "global"],
-        help="the colour correction: maps that vary across the person (local, default) or "
-             "one colour matrix for them (global: closer to the truth on held-out photos "
-             "and cheaper, keeps more camera noise)")
+    add("--transform", choices=["global", "local"],
+        help="the colour correction: one colour matrix for the person (global, default: "
+             "closest to the truth on held-out photos, and cheapest) or maps that vary "
+             "across them (local)")
     add("--output", help="'virtualcam' (default), 'window', or a video file such as out.mp4")
     add("--camera-device", help="the loopback device to write, e.g. /dev/video10")
     add("--mirror", action="store_true", help="mirror the output (off by default: call apps "

@@ -109,15 +109,24 @@ def composite_transformed(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray,
 
 def composite_matrix(fg: np.ndarray, bg: np.ndarray, mask: np.ndarray, matrix: np.ndarray,
                      strength: float = 1.0, out: np.ndarray | None = None,
-                     scratch: np.ndarray | None = None) -> np.ndarray:
+                     scratch: np.ndarray | None = None, smooth: float = 0.0) -> np.ndarray:
     """:func:`composite_transformed` with one colour matrix for every pixel: ``T = M @
     [C, 1]`` saturated to [0, 255], ``M`` float32 ``(3, 4)`` for colours in grey levels,
     and ``C + alpha * (T - C)``, rounded, ``alpha = strength * mask``; over the person's
-    bands, one ``cv2.transform`` each. Arguments as for :func:`composite_transformed`
-    (``scratch``: uint8 ``(H, W, 3)``)."""
+    bands, one ``cv2.transform`` each. With ``smooth`` = w > 0 the matrix takes ``(1 - w)
+    C + w blur(C)`` (a 3x3 box blur of the band, rounded) instead of ``C``: a correction
+    that raises contrast would raise the camera's noise with it, and this keeps it down
+    (see :func:`vcam_harmonize.harmonizer.noise_mix`). Arguments as for
+    :func:`composite_transformed` (``scratch``: uint8 ``(H, W, 3)``)."""
+    if not 0 <= smooth < 1:
+        raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     corrected = np.empty(fg.shape, np.uint8) if scratch is None else scratch
 
     def correct(band: tuple[slice, slice], colours: np.ndarray) -> np.ndarray:
+        if smooth > 0:
+            blurred = cv2.blur(colours, (3, 3), dst=corrected[band])
+            colours = cv2.addWeighted(colours, 1.0 - smooth, blurred, smooth, 0.0,
+                                      dst=corrected[band])
         return cv2.transform(colours, matrix, dst=corrected[band])
 
     return _composite_corrected(fg, bg, mask, correct, strength, out)

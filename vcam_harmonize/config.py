@@ -51,10 +51,10 @@ class CameraConfig:
     # interval; a change of light is still followed within a few frames
     smoothing: float = setting(0.95, within="[0, 1)")
     res: int = setting(256, multiple_of=8)  # PHNet working resolution
-    # the colour transform made of PHNet's answer: guided-filter maps across the person
-    # ("local") or one colour matrix for them ("global"); see vcam_harmonize.harmonizer
-    transform: str = setting("local", choices=("local", "global"))
-    # run PHNet every n-th frame; 0 = auto (1 on GPU, 12 on CPU)
+    # the colour transform made of PHNet's answer: one colour matrix for the person
+    # ("global") or guided-filter maps across them ("local"); see vcam_harmonize.harmonizer
+    transform: str = setting("global", choices=("global", "local"))
+    # run PHNet every n-th frame; 0 = auto (1 on GPU; on CPU 24, or 12 with "local")
     refresh_every: int = setting(0, within="[0, inf)", zero="auto")
     weights: str = ""                 # "" = the bundled default weights
     gpu: str = setting("auto", choices=("auto", "on", "off"))

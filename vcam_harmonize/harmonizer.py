@@ -5,23 +5,25 @@ explained by a colour transform that every full-resolution frame gets, so the ou
 keeps every detail of the input at any size and between two network runs the last
 transform serves new frames. Two kinds (``transform``):
 
-- ``"local"`` (the default): a local affine model per channel, ``out = a * composite +
+- ``"global"`` (the default): one 3x4 colour matrix for the person, ``out = A @ rgb +
+  b``, least squares over the person's pixels (weighted by the mask) with a light pull
+  toward the identity. It does not depend on where the person is, so a transform made
+  a moment ago still fits a person who has moved (no run is needed for movement, and on
+  a CPU the network runs on every :data:`CPU_REFRESH_EVERY_GLOBAL`-th frame at most), and
+  a frame applies it with one ``cv2.transform`` over the person's box. A matrix that
+  raises contrast raises the camera's noise with it, so the colours it takes are mixed
+  with a little of their 3x3 box blur, just enough that the noise comes out at most
+  :data:`NOISE_TARGET` times as strong (:func:`noise_mix`; ``bench --temporal``: flicker
+  ratios 0.96-0.97). On the held-out sets it is closer to the truth than the network's
+  own output and than the local maps (docs/MODEL_CARD.md).
+- ``"local"``: a local affine model per channel, ``out = a * composite +
   b``, fitted with a guided filter (He et al.'s fast guided-filter upsampling) to the
-  prediction as the colour matrix below explains it (the matrix's correction of the
+  prediction as the colour matrix above explains it (the matrix's correction of the
   composite, rather than the prediction itself: lower fMSE and higher PSNR on every
   held-out set, README "One colour matrix for the person"); the smooth ``a`` and ``b`` maps are
   upsampled to the frame. They belong to where the person was when the network ran. In
   flat windows (skin) the filter's regularisation lowers ``a``, which also damps the
-  camera's noise there (and some texture).
-- ``"global"``: one 3x4 colour matrix for the person, ``out = A @ rgb +
-  b``, least squares over the person's pixels (weighted by the mask) with a light pull
-  toward the identity. It does not depend on where the person is, so a transform made
-  a moment ago still fits a person who has moved, and a frame applies it with one
-  ``cv2.transform`` over the person's box. On the held-out sets it is closer to the
-  truth than the network's own output and than the local maps (docs/MODEL_CARD.md), but
-  it keeps the camera's noise at the correction's own gain, so a brightened person's
-  noise is brighter too (``bench --temporal``: flicker ratio up to 1.04, the local maps'
-  0.81-0.90).
+  camera's noise there (and some texture). A person who moves needs a new run.
 
 Temporal behaviour (``smoothing > 0``) is defined in time, not in frames or network
 runs: ``smoothing`` is the weight of the past per 1/30 s, a time constant of
@@ -91,8 +93,12 @@ log = logging.getLogger(__name__)
 #: (a lamp, a brighter background) is no cut but a change to follow.
 SCENE_CUT = 0.1
 #: on a CPU, PHNet runs on every n-th frame at most (2.5 times a second from a 30 fps
-#: camera), fewer while the scene is still; its colour transform serves the frames between.
+#: camera) with the local maps, fewer while the scene is still; its colour transform
+#: serves the frames between...
 CPU_REFRESH_EVERY = 12
+#: ...and on every n-th with the colour matrix, which needs no run when the person moves
+#: (bench --pair: 1.76 against 2.07 at 12; its temporal targets and quality gap hold)
+CPU_REFRESH_EVERY_GLOBAL = 24
 #: the maps are kept at half the working resolution, but not below this side
 MAP_SIDE_MIN = 32
 #: guided-filter regularisation (in [0, 1] intensity units, squared).
@@ -101,6 +107,12 @@ GUIDED_EPS = 1e-3
 #: at 1e-2 the held-out scores are those of 1e-3 within 1 %, and the corrected person's
 #: frame-to-frame noise is lower (bench --temporal)
 MATRIX_RIDGE = 1e-2
+#: with the colour matrix the camera's noise comes out at most this strong (see
+#: noise_mix; the matrix's own movement between runs adds about 1 %: bench --temporal
+#: flicker ratios 0.96-0.97)
+NOISE_TARGET = 0.95
+#: ...with at most this much of the blur (noise std 0.58 of the camera's)
+NOISE_MIX_MAX = 0.5
 #: the kinds of colour transform (see the module's docstring)
 TRANSFORMS = ("local", "global")
 #: the frames' transform glides toward the network's with at most this time constant (s)
@@ -119,6 +131,12 @@ SHOW_STEP = 0.5
 SHOW_PERIOD = 1 / 15
 #: a longer gap between two frames counts as this long (s)
 MAX_GAP = 1.0
+
+
+def cpu_refresh_every(transform: str) -> int:
+    """How often PHNet runs on a CPU at most (every n-th frame) for this kind of
+    transform: :data:`CPU_REFRESH_EVERY` or :data:`CPU_REFRESH_EVERY_GLOBAL`."""
+    return CPU_REFRESH_EVERY_GLOBAL if transform == "global" else CPU_REFRESH_EVERY
 
 
 def check_res(res: int) -> int:
@@ -242,6 +260,20 @@ def fit_matrix(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     return torch.linalg.solve(normal, rhs + pull @ identity.T).T
 
 
+def noise_mix(gain: float, target: float = NOISE_TARGET) -> float:
+    """The weight ``w`` of a 3x3 box blur mixed into the colours, ``(1 - w) I + w
+    blur(I)``, that takes independent pixel noise of std 1 down to ``target / gain``:
+    with a colour matrix of largest gain ``gain`` on top, the camera's noise comes out
+    at most ``target`` times as strong. 0 when the matrix alone keeps it there; at most
+    :data:`NOISE_MIX_MAX`."""
+    want = target / gain if gain > 0 else math.inf
+    if want >= 1:
+        return 0.0
+    # the noise std after the mix is sqrt(1 - 16w/9 + 8w^2/9), 1/3 at its lowest (w = 1)
+    inside = 1 - 9 * (1 - max(want, 1 / 3) ** 2) / 8
+    return min(1 - math.sqrt(max(inside, 0.0)), NOISE_MIX_MAX)
+
+
 #: the eight corners of the RGB cube in [0, 1] (where a colour matrix's change is largest)
 _CUBE_CORNERS = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * 3)
 
@@ -253,6 +285,7 @@ class ColourMatrix:
 
     matrix: torch.Tensor
     _grey: np.ndarray | None = field(default=None, init=False, repr=False)
+    _smooth: float | None = field(default=None, init=False, repr=False)
 
     def blend(self, other: ColourMatrix, keep: float) -> ColourMatrix:
         """``keep * self + (1 - keep) * other``."""
@@ -263,6 +296,15 @@ class ColourMatrix:
         ``255 * |dA @ rgb + db|`` at its largest over the colour cube (a corner)."""
         delta = (self.matrix - other.matrix).to(_CUBE_CORNERS.dtype)
         return 255 * float((_CUBE_CORNERS @ delta[:, :3].T + delta[:, 3]).abs().max())
+
+    def smoothing(self) -> float:
+        """How much of a 3x3 box blur the person's colours get before the matrix: what
+        :func:`noise_mix` asks for the matrix's largest gain (its largest singular value:
+        no colour direction of the noise grows more), computed once."""
+        if self._smooth is None:
+            gain = float(torch.linalg.matrix_norm(self.matrix[:, :3], ord=2))
+            self._smooth = noise_mix(gain)
+        return self._smooth
 
     def grey_matrix(self) -> np.ndarray:
         """float32 ``(3, 4)`` for colours in grey levels (``cv2.transform``'s form),
@@ -295,15 +337,16 @@ class Harmonizer:
         background_refresh: run those refreshes on a worker thread while frames go on
             with the last transform (the first one, and one after a cut, are waited for).
         fps: the frame rate assumed for frames that come without a timestamp.
-        transform: ``"local"`` (guided-filter maps) or ``"global"`` (one colour matrix
-            for the person, which needs no run when the person only moves: in a calm
-            scene it runs every ``idle_refresh`` seconds); see the module's docstring.
+        transform: ``"global"`` (the default: one colour matrix for the person, which
+            needs no run when the person only moves: in a calm scene it runs every
+            ``idle_refresh`` seconds) or ``"local"`` (guided-filter maps); see the
+            module's docstring.
     """
 
     def __init__(self, weights=None, device: str = "cpu", res: int = 256,
                  smoothing: float = 0.0, strength: float = 1.0, refresh_every: int = 1,
                  background_refresh: bool = False, fps: float = 30.0,
-                 idle_refresh: float | None = None, transform: str = "local"):
+                 idle_refresh: float | None = None, transform: str = "global"):
         if transform not in TRANSFORMS:
             raise InputError(f"transform must be one of {', '.join(TRANSFORMS)}, "
                              f"got {transform!r}")
@@ -462,7 +505,7 @@ class Harmonizer:
                 torch.cuda.empty_cache()
             self.device = torch.device("cpu")
             self.model.to(self.device)
-            self.refresh_every = max(self.refresh_every, CPU_REFRESH_EVERY)
+            self.refresh_every = max(self.refresh_every, cpu_refresh_every(self.transform))
             self._schedule.min_frames = self.refresh_every
             self._forget()
 
@@ -669,7 +712,8 @@ class Harmonizer:
         if isinstance(transform, ColourMatrix):
             return composite_matrix(frame.fg, frame.bg, frame.mask, transform.grey_matrix(),
                                     self.strength, out=out,
-                                    scratch=self._workspace(height, width, False)["corrected"])
+                                    scratch=self._workspace(height, width, False)["corrected"],
+                                    smooth=transform.smoothing())
         work = self._workspace(height, width, True)
         low = transform.low_maps()
         if work["maps_of"] is not low:  # a new transform: upsample its maps once

@@ -36,7 +36,7 @@ from vcam_harmonize.compare import side_by_side
 from vcam_harmonize.compositing import composite
 from vcam_harmonize.config import CameraConfig
 from vcam_harmonize.cpu_meter import CpuMeter
-from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, Harmonizer, check_res
+from vcam_harmonize.harmonizer import Harmonizer, check_res, cpu_refresh_every
 from vcam_harmonize.models.errors import GpuError, InputError
 from vcam_harmonize.segmentation import PersonSegmenter, Segmenter
 from vcam_harmonize.sinks import Sink, make_sinks
@@ -97,10 +97,11 @@ def pick_device(gpu: str) -> str:
     return "cuda" if gpu != "off" and torch.cuda.is_available() else "cpu"
 
 
-def refresh_every(device: str, configured: int = 0) -> int:
-    """How often PHNet runs: as configured, else every frame on a GPU and every
-    :data:`CPU_REFRESH_EVERY`-th on a CPU."""
-    return configured or (1 if device.startswith("cuda") else CPU_REFRESH_EVERY)
+def refresh_every(device: str, configured: int = 0, transform: str = "global") -> int:
+    """How often PHNet runs: as configured, else every frame on a GPU and on a CPU
+    every :func:`cpu_refresh_every`-th for the transform (24th for the colour matrix,
+    12th for the local maps)."""
+    return configured or (1 if device.startswith("cuda") else cpu_refresh_every(transform))
 
 
 class Pipeline:
@@ -167,7 +168,7 @@ class Pipeline:
             undo.callback(_close_quietly, self.background, self.background.close)
             if harmonizer is None:
                 device = pick_device(config.gpu)
-                refresh = refresh_every(device, config.refresh_every)
+                refresh = refresh_every(device, config.refresh_every, config.transform)
                 # the network runs beside the frames, which go on with the last transform
                 # (on a GPU for every frame, one frame behind, on a CPU every few, while
                 # the person moves; every IDLE_REFRESH seconds while they are still)

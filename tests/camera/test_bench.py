@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from vcam_harmonize import bench, bench_load, bench_pipeline, bench_temporal
+from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY_GLOBAL
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
 PEOPLE = SCENES.parent / "people"
@@ -48,7 +49,8 @@ def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatc
         assert isinstance(result["quality_gap_db"], float)
         clip = result["quality_clip"]
         assert clip["in_training_split"] == 0 and len(clip["photos"]) == 10
-        assert clip["smoothing"] == 0.95 and clip["refresh_every"] == 12
+        # the camera's CPU schedule for its default transform, the colour matrix
+        assert clip["smoothing"] == 0.95 and clip["refresh_every"] == CPU_REFRESH_EVERY_GLOBAL
 
 
 def test_paced_run_plays_the_clip_at_its_frame_rate(capsys):
@@ -160,7 +162,7 @@ def test_temporal_prints_flicker_and_settle_for_both_clips_and_refresh_settings(
     assert set(result["clips"]) == {"synthetic", "person"}
     for figures in result["clips"].values():
         assert figures["input_flicker"] > 0
-        for every in (12, 1):
+        for every in (CPU_REFRESH_EVERY_GLOBAL, 1):
             run = figures[f"refresh_every_{every}"]
             assert run["flicker_ratio"] > 0 and 0 <= run["settle_frames"] <= 6
             assert run["settle_s"] == round(run["settle_frames"] / 30, 3)

@@ -355,12 +355,12 @@ def test_the_console_script_exits_normally_with_mains_code(monkeypatch):
 def test_transform_comes_from_the_flag_or_the_config_file(tmp_path, capsys):
     from vcam_harmonize.cli import build_parser, config_from_args
 
-    assert config_from_args(build_parser().parse_args([])).transform == "local"
-    assert config_from_args(build_parser().parse_args(["--transform", "global"])).transform \
-        == "global"
+    assert config_from_args(build_parser().parse_args([])).transform == "global"
+    assert config_from_args(build_parser().parse_args(["--transform", "local"])).transform \
+        == "local"
     (tmp_path / "t.toml").write_text('transform = "spatial"\n')
     code, _, err = _run(["--config", str(tmp_path / "t.toml"), "--output",
                          str(tmp_path / "o.mp4")], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "transform must be one of local, global" in err
+    assert "transform must be one of global, local" in err
     assert not (tmp_path / "o.mp4").exists()

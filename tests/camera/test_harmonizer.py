@@ -558,3 +558,29 @@ def test_every_8th_is_numpys_decimation(shape):
         out = every_8th(array)
         assert out.flags.c_contiguous and out.dtype == array.dtype
         np.testing.assert_array_equal(out, array[::8, ::8])
+
+
+def test_noise_mix_takes_the_noise_to_the_target_through_any_gain():
+    from vcam_harmonize.harmonizer import NOISE_MIX_MAX, NOISE_TARGET, noise_mix
+
+    assert noise_mix(0.8) == 0.0 and noise_mix(NOISE_TARGET) == 0.0
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (400, 400)).astype(np.float32)
+    for gain in (1.0, 1.1, 1.3):
+        w = noise_mix(gain)
+        mixed = (1 - w) * noise + w * cv2.blur(noise, (3, 3))
+        assert gain * mixed[2:-2, 2:-2].std() == pytest.approx(NOISE_TARGET, rel=0.02)
+    assert noise_mix(5.0) == NOISE_MIX_MAX  # never more than that much of the blur
+    assert noise_mix(1.3, target=1.3) == 0.0
+
+
+def test_a_colour_matrix_blurs_by_its_largest_gain():
+    from vcam_harmonize.harmonizer import ColourMatrix, noise_mix
+
+    matrix = torch.tensor([[0.8, 0.0, 0.0, 0.1], [0.0, 1.25, 0.0, 0.0],
+                           [0.0, 0.0, 0.9, 0.0]], dtype=torch.float64)
+    assert ColourMatrix(matrix).smoothing() == pytest.approx(noise_mix(1.25))
+    # no correction: just enough to bring the noise to NOISE_TARGET, a light touch
+    identity = ColourMatrix(torch.eye(3, 4, dtype=torch.float64)).smoothing()
+    assert identity == pytest.approx(noise_mix(1.0)) and 0 < identity < 0.1
+    assert ColourMatrix(0.9 * torch.eye(3, 4, dtype=torch.float64)).smoothing() == 0.0

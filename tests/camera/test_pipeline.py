@@ -349,3 +349,15 @@ def test_stats_report_the_cpu_the_camera_takes(clip, backend):
     assert stats["cpu_cores"] > 0.05
     assert stats["cpu_share"] == pytest.approx(stats["cpu_cores"] / os.cpu_count())
     assert 0 < stats["cpu_share"] <= 1
+
+
+def test_the_network_runs_less_often_on_a_cpu_with_the_colour_matrix():
+    from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY, CPU_REFRESH_EVERY_GLOBAL
+    from vcam_harmonize.pipeline import refresh_every
+
+    # a colour matrix needs no run when the person moves: half as many on a CPU
+    assert refresh_every("cpu", 0, "global") == CPU_REFRESH_EVERY_GLOBAL == 24
+    assert refresh_every("cpu", 0, "local") == CPU_REFRESH_EVERY == 12
+    assert refresh_every("cpu") == CPU_REFRESH_EVERY_GLOBAL  # the camera's default
+    assert refresh_every("cuda:0", 0, "global") == refresh_every("cuda", 0, "local") == 1
+    assert refresh_every("cpu", 5, "global") == 5  # as configured

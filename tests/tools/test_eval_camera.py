@@ -38,9 +38,9 @@ def test_each_weights_file_is_scored_as_the_camera_shows_it(tool, iharmony, tmp_
     samples = _decoded(iharmony)
     with open(out / "metrics.csv", newline="") as handle:
         every_row = list(csv.DictReader(handle))
-    assert {r["predictor"] for r in every_row} == {"tiny", "tiny+camera", "tiny+camera-global",
-                                                   "composite"}
-    for label, transform in (("tiny+camera", "local"), ("tiny+camera-global", "global")):
+    assert {r["predictor"] for r in every_row} == {"tiny", "tiny+camera-local",
+                                                   "tiny+camera-global", "composite"}
+    for label, transform in (("tiny+camera-local", "local"), ("tiny+camera-global", "global")):
         camera = Harmonizer(weights, "cpu", 16, transform=transform)
 
         def shown(s, camera=camera):
