@@ -114,7 +114,7 @@ NOISE_TARGET = 0.95
 #: ...with at most this much of the blur (noise std 0.58 of the camera's)
 NOISE_MIX_MAX = 0.5
 #: the kinds of colour transform (see the module's docstring)
-TRANSFORMS = ("local", "global")
+TRANSFORMS = ("global", "local")
 #: the frames' transform glides toward the network's with at most this time constant (s)
 GLIDE_TIME = 0.2
 #: after a change it follows with this one (s)...

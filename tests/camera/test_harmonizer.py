@@ -193,7 +193,7 @@ def test_bad_settings_are_input_errors():
         Harmonizer(smoothing=1.0)
     with pytest.raises(InputError, match="not found"):
         Harmonizer(weights="/no/such/weights.pth")
-    with pytest.raises(InputError, match="transform must be one of local, global"):
+    with pytest.raises(InputError, match="transform must be one of global, local"):
         Harmonizer(transform="spatial")
 
 
