@@ -91,6 +91,13 @@ class PatchNorm(nn.Module):
                 "patch_mean": patch_mean}
 
     @full_precision
+    def precise_statistics(self, x: Tensor, mask: Tensor,
+                           stats_hook: StatsHook | None = None) -> dict[str, Tensor]:
+        """:meth:`statistics` in the precision :meth:`forward` reads them (float32 with
+        autocast off); ``stats_hook`` is not called."""
+        return self.statistics(x, mask)
+
+    @full_precision
     def forward(self, x: Tensor, mask: Tensor, stats_hook: StatsHook | None = None) -> Tensor:
         """x: ``(B, C, H, W)``, mask: ``(B, 1, H, W)`` -> ``(B, C, H, W)``."""
         s = _exchange(stats_hook, self.name, self.statistics(x, mask))

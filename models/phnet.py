@@ -139,13 +139,8 @@ class PHNet(nn.Module):
             raise InputError(f"PHNet expects image (N,3,H,W) and mask (N,1,H,W), "
                              f"got {tuple(image.shape)} and {tuple(mask.shape)}")
         height, width = image.shape[-2:]
-        pad_h, pad_w = (-height) % 8, (-width) % 8
         mask = mask.to(image.dtype)
-        if pad_h or pad_w:
-            image_p = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-            mask_p = F.pad(mask, (0, pad_w, 0, pad_h), mode="replicate")
-        else:
-            image_p, mask_p = image, mask
+        image_p, mask_p = _pad_to_8(image, mask)
         out = self._forward_padded(image_p, mask_p, stats_hook)[..., :height, :width]
         flat = mask.flatten(1)
         trivial = (flat.amax(dim=1) <= 0) | (flat.amin(dim=1) >= 1)
@@ -162,40 +157,32 @@ class PHNet(nn.Module):
         if self.decoder_norms or not self.skip_norms:
             self.forward(image, mask, stats_hook)
             return
-        height, width = image.shape[-2:]
-        pad_h, pad_w = (-height) % 8, (-width) % 8
-        mask = mask.to(image.dtype)
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-            mask = F.pad(mask, (0, pad_w, 0, pad_h), mode="replicate")
+        image, mask = _pad_to_8(image, mask.to(image.dtype))
         steps = range(self.first_pn_step, 6)  # decoder steps whose skip a PN block reads
-        deepest = 5 - steps[0]
-        masks, features, x = [mask], [], image
-        for k, block in enumerate(self.encoder[:deepest + 1]):
-            x = block(x)
-            features.append(x)
-            masks.append(F.interpolate(masks[-1], scale_factor=0.5, mode="nearest")
-                         if k % 2 == 0 else masks[-1])
+        features, masks = self._encode(image, mask, layers=6 - steps[0])
         if self.use_pfe:
             self.pfe(image, mask, stats_hook)
         for i in steps:
             norm = self.skip_norms[i - self.first_pn_step]
-            feature, region = features[5 - i], masks[6 - i]
-            dtype = feature.dtype if feature.dtype == torch.float64 else torch.float32
-            with torch.autocast(device_type=feature.device.type, enabled=False):
-                # in float32, as the block's own forward reads them (full_precision)
-                stats = norm.statistics(feature.to(dtype), region.to(dtype))
-            stats_hook(norm.name, stats)
+            stats_hook(norm.name, norm.precise_statistics(features[5 - i], masks[6 - i]))
 
-    def _forward_padded(self, image: Tensor, mask: Tensor, hook: StatsHook | None) -> Tensor:
+    def _encode(self, image: Tensor, mask: Tensor, layers: int = 6
+                ) -> tuple[list[Tensor], list[Tensor]]:
+        """The first ``layers`` encoder outputs, and the mask at the input's size and
+        after each of them (``masks[k + 1]`` matches ``features[k]``)."""
         masks, features, x = [mask], [], image
-        for k, block in enumerate(self.encoder):
+        for k, block in enumerate(self.encoder[:layers]):
             x = block(x)
             features.append(x)
             if k % 2 == 0:
                 masks.append(F.interpolate(masks[-1], scale_factor=0.5, mode="nearest"))
             else:
                 masks.append(masks[-1])
+        return features, masks
+
+    def _forward_padded(self, image: Tensor, mask: Tensor, hook: StatsHook | None) -> Tensor:
+        features, masks = self._encode(image, mask)
+        x = features[-1]
         gate = self.pfe(image, mask, hook) if self.use_pfe else None
         x = self.se(x, gate)
         masks = masks[::-1]
@@ -212,6 +199,16 @@ class PHNet(nn.Module):
         if self.config.output == "residual":
             return torch.sigmoid(torch.logit(image, eps=1e-3) + x)
         return torch.sigmoid(x)
+
+
+def _pad_to_8(image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``image`` and ``mask`` with their edges repeated up to multiples of 8 in height
+    and width (as they are when they are already)."""
+    pad_h, pad_w = (-image.shape[-2]) % 8, (-image.shape[-1]) % 8
+    if not (pad_h or pad_w):
+        return image, mask
+    return (F.pad(image, (0, pad_w, 0, pad_h), mode="replicate"),
+            F.pad(mask, (0, pad_w, 0, pad_h), mode="replicate"))
 
 
 def load_model(path, map_location: str | torch.device = "cpu") -> PHNet:
