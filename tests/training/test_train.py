@@ -264,7 +264,10 @@ def test_a_kill_mid_epoch_leaves_a_valid_checkpoint_and_the_run_resumes(tiny_fol
     finally:
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert not list(out.glob("*.tmp"))
+    # the kill may land inside a write: its half-written temp file may stay, but the
+    # checkpoint itself is whole (it is replaced only by a finished file)
+    assert all(p.name.endswith(".tmp") for p in out.iterdir()
+               if p.name not in (BEST, CHECKPOINT, LOG, PLOT))
     state = torch.load(out / CHECKPOINT, weights_only=True)
     # a checkpoint after every step: the kill loses at most the step it interrupted (on a
     # busy machine the run may be a few steps past the line read when the kill lands)
@@ -276,6 +279,7 @@ def test_a_kill_mid_epoch_leaves_a_valid_checkpoint_and_the_run_resumes(tiny_fol
                      "--no-progress"]) == 0
     assert [(r["epoch"], r["step"]) for r in log_rows(out)] == [("1", "12"), ("2", "24"),
                                                                 ("3", "36")]
+    # the resumed run removed any temp file the kill left
     assert sorted(p.name for p in out.iterdir()) == sorted([BEST, CHECKPOINT, LOG, PLOT])
 
 
