@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--res", type=int, default=256, help="PHNet working resolution")
     pipe.add_argument("--transform", choices=["global", "local"], default=CameraConfig.transform,
                       help="the camera's colour transform (default global)")
+    pipe.add_argument("--precision", choices=["auto", "float32"],
+                      default=CameraConfig.precision,
+                      help="the network's arithmetic in the camera (default auto: bfloat16 "
+                           "on a CPU that has it; --model-only always times float32 on "
+                           "the CPU)")
     pipe.add_argument("--frames", type=int, default=600, help="frames to time")
     pipe.add_argument("--warmup", type=int, default=60, help="frames before timing starts")
     pipe.add_argument("--video", help="input video (default: the demo clip, written once)")
@@ -198,7 +203,7 @@ def temporal(args: argparse.Namespace, device: str) -> int:
     """``--temporal``: print the figures of :func:`vcam_harmonize.bench_temporal.temporal_bench`
     as one JSON line; exit code 2 without the people photos or with bad settings."""
     from vcam_harmonize.bench_temporal import HELD_OUT_PEOPLE, temporal_bench
-    from vcam_harmonize.harmonizer import Harmonizer
+    from vcam_harmonize.harmonizer import Harmonizer, autocast_dtype, dtype_name
     from vcam_harmonize.models.errors import InputError
     from vcam_harmonize.pipeline import refresh_every
     from vcam_harmonize.temporal import IDLE_REFRESH
@@ -211,7 +216,7 @@ def temporal(args: argparse.Namespace, device: str) -> int:
         # every n-th frame: the camera's schedule (fewer runs while the person is still)
         return Harmonizer(args.weights or None, device, args.res, smoothing, refresh_every=every,
                           idle_refresh=IDLE_REFRESH if every > 1 else None,
-                          transform=args.transform)
+                          transform=args.transform, precision=args.precision)
 
     try:
         result = temporal_bench(make, args.smoothing,
@@ -223,8 +228,9 @@ def temporal(args: argparse.Namespace, device: str) -> int:
         print("error: --temporal needs the people photos (../shared/datasets/people)",
               file=sys.stderr)
         return 2
+    precision = dtype_name(autocast_dtype(torch.device(device), args.precision))
     result = {"device": device_name(device), "res": args.res, "transform": args.transform,
-              "weights": args.weights or "bundled", **result,
+              "precision": precision, "weights": args.weights or "bundled", **result,
               "people_held_out_of": HELD_OUT_PEOPLE}
     print(json.dumps(result), flush=True)
     return 0

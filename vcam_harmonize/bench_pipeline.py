@@ -199,7 +199,7 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path,
                           background=args.background, harmonize=harmonize,
                           res=args.res, refresh_every=args.refresh_every,
                           smoothing=args.smoothing, weights=args.weights,
-                          transform=args.transform,
+                          transform=args.transform, precision=args.precision,
                           gpu="on" if device == "cuda" else "off", output="bench")
     sink = CountingSink()
     pipeline = Pipeline(config, [sink], max_frames=args.warmup + args.frames, lossless=True,
@@ -228,6 +228,7 @@ def time_pipeline(args: argparse.Namespace, device: str, video: Path,
     return {
         "device": device_name(device),
         "width": args.width, "height": args.height, "res": args.res, "transform": args.transform,
+        "precision": pipeline.harmonizer.network_precision,
         "harmonize": harmonize,
         "paced": args.paced,
         "refresh_every": pipeline.harmonizer.refresh_every,
@@ -273,7 +274,8 @@ def harmonize_cost(args: argparse.Namespace, device: str, shots: int = 30,
     harmonizer = Harmonizer(args.weights or None, device, args.res, args.smoothing,
                             refresh_every=refresh_every(device, args.refresh_every,
                                                         args.transform),
-                            idle_refresh=IDLE_REFRESH, transform=args.transform)
+                            idle_refresh=IDLE_REFRESH, transform=args.transform,
+                            precision=args.precision)
 
     def timed(step) -> float:
         start = time.perf_counter()
@@ -410,9 +412,9 @@ def quality_gap(args: argparse.Namespace, device: str) -> tuple[float | None, di
     live_refresh = refresh_every(device, args.refresh_every, args.transform)
     live = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=live_refresh,
                       background_refresh=True, idle_refresh=IDLE_REFRESH,
-                      transform=args.transform)
+                      transform=args.transform, precision=args.precision)
     exact = Harmonizer(weights, device, args.res, args.smoothing, refresh_every=1,
-                       transform=args.transform)
+                       transform=args.transform, precision=args.precision)
     live_psnr, exact_psnr = [], []
     for index, (comp, mask, truth) in enumerate(clip):
         out = exact.harmonize(comp, mask, timestamp=index / 30)

@@ -25,7 +25,8 @@ log = logging.getLogger("vcam_harmonize")
 
 #: flags that map one-to-one onto CameraConfig fields.
 _FIELD_FLAGS = ("device", "res", "width", "height", "fps", "background", "strength",
-                "smoothing", "transform", "weights", "camera_device", "output", "gpu")
+                "smoothing", "transform", "weights", "camera_device", "output", "gpu",
+                "precision")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "mirror only your self-view)")
     add("--weights", help="PHNet weights: ours (.safetensors) or the authors' released .pth")
     add("--gpu", choices=["auto", "on", "off"], help="use a CUDA GPU (default auto)")
+    add("--precision", choices=["auto", "float32"],
+        help="the network's arithmetic: auto (default: float16 on a GPU, bfloat16 on a CPU "
+             "that has it, else float32) or float32")
     add("--config", help="a TOML file with any of these settings; flags override it")
     add("--stats", action="store_true", help="print fps and per-stage timings every second")
     add("--list-devices", action="store_true", help="list the cameras that open, then exit")

@@ -57,6 +57,9 @@ class CameraConfig:
     # run PHNet every n-th frame; 0 = auto (1 on GPU; on CPU 24, or 12 with "local")
     refresh_every: int = setting(0, within="[0, inf)", zero="auto")
     weights: str = ""                 # "" = the bundled default weights
+    # the network's arithmetic: "auto" = float16 on a GPU, bfloat16 on a CPU that has it
+    # (AVX-512 BF16, AMX), else float32; "float32" everywhere (vcam_harmonize.harmonizer)
+    precision: str = setting("auto", choices=("auto", "float32"))
     gpu: str = setting("auto", choices=("auto", "on", "off"))
     segmentation_model: str = setting("landscape", choices=("landscape", "general"))  # faster first
     mask_smoothing: float = setting(0.5, within="[0, 1)")

@@ -176,7 +176,8 @@ class Pipeline:
                                         config.smoothing, config.strength, refresh,
                                         background_refresh=True, fps=config.fps,
                                         idle_refresh=IDLE_REFRESH,
-                                        transform=config.transform)
+                                        transform=config.transform,
+                                        precision=config.precision)
                 undo.callback(_close_quietly, harmonizer, harmonizer.close)
             self.harmonizer = harmonizer
             if source is None:

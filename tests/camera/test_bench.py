@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from vcam_harmonize import bench, bench_load, bench_pipeline, bench_temporal
-from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY_GLOBAL
+from vcam_harmonize.harmonizer import CPU_REFRESH_EVERY_GLOBAL, autocast_dtype, dtype_name
 
 SCENES = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "scenes"
 PEOPLE = SCENES.parent / "people"
@@ -45,6 +46,8 @@ def test_the_pipeline_benchmark_prints_every_documented_key(tmp_path, monkeypatc
     assert (result["model"], result["weights"]) == ("lite", "bundled")
     assert result["cpu_ms_per_frame"] > 0 and result["harmonize_ms"] > 0
     assert 0 < result["cpu_cores"] and result["paced"] is False
+    # auto: bfloat16 where this CPU computes it, else float32
+    assert result["precision"] == dtype_name(autocast_dtype(torch.device("cpu")))
     if SCENES.is_dir():
         assert isinstance(result["quality_gap_db"], float)
         clip = result["quality_clip"]
@@ -68,9 +71,10 @@ def test_paced_run_plays_the_clip_at_its_frame_rate(capsys):
 
 def test_model_option_times_an_untrained_network_of_that_configuration(capsys):
     tiny = [a for a in TINY if a not in ("--quality-frames", "10")]
-    assert bench.main([*tiny, "--model", "iharmony4", "--frames", "4", "--warmup", "1"]) == 0
+    assert bench.main([*tiny, "--model", "iharmony4", "--frames", "4", "--warmup", "1",
+                       "--precision", "float32"]) == 0
     result = _last_json_line(capsys)
-    assert result["model"] == "iharmony4"
+    assert result["model"] == "iharmony4" and result["precision"] == "float32"
     assert result["weights"] == bench_pipeline.UNTRAINED
     assert result["frames"] == 4 and result["quality_gap_db"] is None
     assert bench.main([*tiny, "--model", "huge"]) == 2

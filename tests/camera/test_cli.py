@@ -103,6 +103,19 @@ def test_doctor_prints_the_setup_commands_when_no_loopback(capsys, monkeypatch):
         assert 'card_label="PHNet Cam" exclusive_caps=1' in out
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_doctor_names_the_arithmetic_of_the_cpu_network(native, monkeypatch):
+    import torch
+
+    from vcam_harmonize import doctor, harmonizer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(harmonizer, "cpu_computes_bfloat16", lambda: native)
+    ok, line = doctor.check_gpu()
+    assert ok and line.startswith("no CUDA GPU; PHNet runs on the CPU in ")
+    assert ("bfloat16" in line) is native and ("float32" in line) is not native
+
+
 def test_console_script_help_runs():
     result = subprocess.run([sys.executable, "-m", "vcam_harmonize.cli", "--help"],
                             capture_output=True, text=True, timeout=60)
@@ -350,6 +363,20 @@ def test_the_console_script_exits_normally_with_mains_code(monkeypatch):
     finally:
         gc.unfreeze()
     assert leaving.value.code == 3
+
+
+def test_precision_comes_from_the_flag_or_the_config_file(tmp_path, capsys):
+    from vcam_harmonize.cli import build_parser, config_from_args
+
+    assert config_from_args(build_parser().parse_args([])).precision == "auto"
+    assert config_from_args(build_parser().parse_args(["--precision", "float32"])).precision \
+        == "float32"
+    (tmp_path / "p.toml").write_text('precision = "float16"\n')
+    code, _, err = _run(["--config", str(tmp_path / "p.toml"), "--output",
+                         str(tmp_path / "o.mp4")], capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "precision must be one of auto, float32" in err
+    assert not (tmp_path / "o.mp4").exists()
 
 
 def test_transform_comes_from_the_flag_or_the_config_file(tmp_path, capsys):

@@ -584,3 +584,58 @@ def test_a_colour_matrix_blurs_by_its_largest_gain():
     identity = ColourMatrix(torch.eye(3, 4, dtype=torch.float64)).smoothing()
     assert identity == pytest.approx(noise_mix(1.0)) and 0 < identity < 0.1
     assert ColourMatrix(0.9 * torch.eye(3, 4, dtype=torch.float64)).smoothing() == 0.0
+
+
+def _cpuinfo(tmp_path, flags):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    return str(path)
+
+
+def test_bfloat16_is_taken_only_where_the_cpu_computes_it(tmp_path):
+    from vcam_harmonize.harmonizer import cpu_computes_bfloat16
+
+    detect = cpu_computes_bfloat16.__wrapped__  # the cache holds this machine's answer
+    native = torch.backends.mkldnn.is_available()
+    assert detect(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni")) is native
+    assert detect(_cpuinfo(tmp_path, "fpu sse2 avx2 amx_tile amx_bf16")) is native
+    # AVX-512 alone emulates bfloat16: slower than float32
+    assert detect(_cpuinfo(tmp_path, "fpu sse2 avx2 avx512f avx512bw avx512_vnni")) is False
+    assert detect(str(tmp_path / "missing")) is False
+
+
+def test_precision_picks_the_network_dtype_per_device(monkeypatch):
+    from vcam_harmonize import harmonizer as module
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert module.autocast_dtype(cuda) is torch.float16
+    assert module.autocast_dtype(cuda, "float32") is None
+    monkeypatch.setattr(module, "cpu_computes_bfloat16", lambda: True)
+    assert module.autocast_dtype(cpu) is torch.bfloat16
+    assert module.autocast_dtype(cpu, "float32") is None
+    monkeypatch.setattr(module, "cpu_computes_bfloat16", lambda: False)
+    assert module.autocast_dtype(cpu) is None
+    with pytest.raises(InputError, match="precision must be one of auto, float32"):
+        module.autocast_dtype(cpu, "half")
+    with pytest.raises(InputError, match="precision"):
+        Harmonizer(precision="fp16")
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_the_bfloat16_network_runs_in_bfloat16_and_shows_what_float32_shows(monkeypatch):
+    from vcam_harmonize import harmonizer as module
+
+    monkeypatch.setattr(module, "cpu_computes_bfloat16", lambda: True)
+    frame, mask = _scene()
+    low, full = Harmonizer(res=128), Harmonizer(res=128, precision="float32")
+    assert (low.network_precision, full.network_precision) == ("bfloat16", "float32")
+    seen = []
+    conv = next(m for m in low.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    out_low, out_full = low.harmonize(frame, mask), full.harmonize(frame, mask)
+    assert seen == [torch.bfloat16]
+    assert out_low.dtype == np.uint8 and out_low.shape == frame.shape
+    diff = np.abs(out_low.astype(int) - out_full.astype(int))
+    changed = np.abs(out_full.astype(int) - frame.astype(int)).max()
+    assert changed > 5  # the correction is visible...
+    assert diff.max() <= 2 and diff.mean() < 0.3  # ...and bfloat16 leaves it as it is
