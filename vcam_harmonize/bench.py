@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flicker and settle time after a light step, on two 640x360 "
                              "clips at 30 fps (the Harmonizer alone; --smoothing, "
                              "--refresh-every, --res, --weights apply)")
+    parser.add_argument("--step-frame", type=int,
+                        help="--temporal: the light steps at this frame of both clips "
+                             "(default: 60 and 65; where the step falls between the "
+                             "network's runs moves the settle time)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -220,7 +224,8 @@ def temporal(args: argparse.Namespace, device: str) -> int:
 
     try:
         result = temporal_bench(make, args.smoothing,
-                                refresh_every(device, args.refresh_every, args.transform))
+                                refresh_every(device, args.refresh_every, args.transform),
+                                step=args.step_frame)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ import numpy as np
 
 from vcam_harmonize.backgrounds import default_backgrounds
 from vcam_harmonize.demo import cut_out_alpha
+from vcam_harmonize.models.errors import InputError
 from vcam_harmonize.models.images import cover_crop, read_image
 
 #: the people photos beside the repository checkout (the ``shared/`` folder next to it)
@@ -264,17 +265,29 @@ def mean_change(result: Trace, step: int) -> float:
     return float(changes[steady_pairs(len(changes), step)].mean())
 
 
+def check_step(step: int) -> int:
+    """A light step at frame ``step`` leaves a second before it and after it."""
+    low, high = int(FPS), CLIP_FRAMES - int(FPS)
+    if not low <= step <= high:
+        raise InputError(f"the step frame must be {low} to {high} (a second before and "
+                         f"after it in the {CLIP_FRAMES}-frame clips), got {step}")
+    return step
+
+
 def temporal_bench(make: Callable[[float, int], object], smoothing: float, refresh: int,
-                   size: tuple[int, int] | None = None) -> dict | None:
+                   size: tuple[int, int] | None = None, step: int | None = None
+                   ) -> dict | None:
     """The ``--temporal`` figures of both clips and whether they meet the targets
     (flicker_ratio <= 1.0 and settle_s <= 0.5 with both refresh settings); None without
-    the people photos."""
+    the people photos. ``step``: the frame of both clips' light step instead of their own
+    (where it falls between the network's runs moves the settle time)."""
+    specs = CLIPS if step is None else tuple(replace(s, step=check_step(step)) for s in CLIPS)
     root = people_folder()
     if root is None:
         return None
     size = size or CLIP_SIZE
     clips = {spec.name: run_clip(load_clip(spec, size, root), make, smoothing, refresh)
-             for spec in CLIPS}
+             for spec in specs}
     runs = [v for figures in clips.values() for k, v in figures.items()
             if k.startswith("refresh_every_")]
     met = all(r["flicker_ratio"] <= TARGET_FLICKER_RATIO and r["settle_s"] <= SETTLE_TARGET_S

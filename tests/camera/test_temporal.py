@@ -207,3 +207,36 @@ def test_following_a_change_reads_the_undone_frame_with_the_statistics_pass_only
     assert follows >= 2  # the change was followed, each time with one statistics pass
     # ... and one whole forward each (a regular run may come on top)
     assert follows <= calls["forward"] - runs_before <= follows + 2
+
+
+class _Identity:
+    """Stands in for a Harmonizer: shows the composite as it is."""
+
+    def harmonize(self, frame, mask, timestamp=None):
+        return frame
+
+
+@needs_people
+def test_the_temporal_bench_moves_both_steps_to_the_frame_asked_for():
+    result = bench_temporal.temporal_bench(lambda smoothing, every: _Identity(), 0.95, 24,
+                                           size=(160, 90), step=90)
+    assert [clip["step_frame"] for clip in result["clips"].values()] == [90, 90]
+    # the input itself: the person's mean never comes within a level of the lit clip's
+    # before the step, and is that clip's at once after it
+    assert all(run["settle_s"] == 0 for clip in result["clips"].values()
+               for key, run in clip.items() if key.startswith("refresh_every_"))
+
+
+@pytest.mark.parametrize("step", [0, 29, 121, 400])
+def test_a_step_frame_without_a_second_around_it_is_refused(step, capsys):
+    from vcam_harmonize import bench
+
+    with pytest.raises(bench_temporal.InputError, match="step frame must be 30 to 120"):
+        bench_temporal.check_step(step)
+    threads = torch.get_num_threads()  # the bench takes one, as the refresh thread does
+    try:
+        assert bench.main(["--temporal", "--step-frame", str(step)]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    err = capsys.readouterr().err
+    assert err.startswith("error: the step frame must be") and len(err.splitlines()) == 1
