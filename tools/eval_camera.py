@@ -5,7 +5,8 @@ colour transform (``--camera-transform``: ``global``, the camera's default, or
 ``local``; ``both`` scores each; rows ``NAME+camera-global`` and ``NAME+camera-local``) and
 applied at the composite's own size by the camera's own
 :class:`~vcam_harmonize.harmonizer.Harmonizer` (no temporal smoothing, the network on
-every image). Training never imports the camera, so this lives beside both:
+every image, in the camera's arithmetic: ``--camera-precision``, logged). Training never
+imports the camera, so this lives beside both:
 
     python tools/eval_camera.py --config lite_people \\
         --weights models/weights/phnet_lite.safetensors --weights composite \\
@@ -28,11 +29,14 @@ from vcam_harmonize.harmonizer import Harmonizer
 from vcam_harmonize.models.errors import InputError, run_front_end
 from vcam_harmonize.training import evaluate
 
+log = logging.getLogger("eval_camera")
+
 
 def camera_predictor(spec: str, device: torch.device, res: int = 256,
-                     transform: str = "global") -> evaluate.Predictor:
+                     transform: str = "global", precision: str = "auto") -> evaluate.Predictor:
     """What the camera makes of each composite of a batch with the weights ``spec``."""
-    harmonizer = Harmonizer(spec, str(device), res, transform=transform)
+    harmonizer = Harmonizer(spec, str(device), res, transform=transform, precision=precision)
+    log.info("the camera's %s network runs in %s", transform, harmonizer.network_precision)
 
     def predict(comp: Tensor, mask: Tensor) -> Tensor:
         out = torch.empty(comp.shape, dtype=torch.float32, device=comp.device)
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-transform", choices=["local", "global", "both"],
                         default="global",
                         help="the camera's colour transform (default global; both: each)")
+    parser.add_argument("--camera-precision", choices=["auto", "float32"], default="auto",
+                        help="the camera's arithmetic (default auto: bfloat16 on a CPU that "
+                             "computes it, as the camera does)")
     return parser
 
 
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def also(spec: str, label: str, device: torch.device) -> dict:
             return {f"{label}+camera-{kind}":
-                    camera_predictor(spec, device, args.camera_res, kind) for kind in kinds}
+                    camera_predictor(spec, device, args.camera_res, kind,
+                                     args.camera_precision) for kind in kinds}
 
         return evaluate.run(args, also)
 

@@ -175,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.step_frame is not None and not args.temporal:
+        print("error: --step-frame is a setting of --temporal; add --temporal",
+              file=sys.stderr)
+        return 2
     if args.device == "auto" and not args.model_only:
         devices = ["cuda" if torch.cuda.is_available() else "cpu"]
     elif args.device == "auto":

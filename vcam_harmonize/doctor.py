@@ -59,8 +59,8 @@ def check_gpu() -> tuple[bool, str]:
         return True, f"CUDA: {torch.cuda.get_device_name(0)} (PyTorch {torch.__version__})"
     from vcam_harmonize.harmonizer import cpu_computes_bfloat16
 
-    arithmetic = ("bfloat16, which this CPU computes" if cpu_computes_bfloat16()
-                  else "float32")
+    arithmetic = ("bfloat16 (--precision auto; this CPU computes it)"
+                  if cpu_computes_bfloat16() else "float32")
     return True, (f"no CUDA GPU; PHNet runs on the CPU in {arithmetic} "
                   f"(PyTorch {torch.__version__})")
 

@@ -50,6 +50,7 @@ the frame rate and refresh interval, measured on the frames' timestamps.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -675,8 +676,8 @@ class Harmonizer:
             if job.generation != self._generation:
                 return None
             dtype = self.amp_dtype
-            with torch.autocast(self.device.type, dtype or torch.bfloat16,
-                                enabled=dtype is not None):
+            with (contextlib.nullcontext() if dtype is None
+                  else torch.autocast(self.device.type, dtype)):
                 hook = None if self._stats is None else self._reading(job)
                 pred = self.model(job.image, job.mask, stats_hook=hook).float()
             target = pred * job.mask + job.image * (1 - job.mask)

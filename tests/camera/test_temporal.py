@@ -240,3 +240,6 @@ def test_a_step_frame_without_a_second_around_it_is_refused(step, capsys):
         torch.set_num_threads(threads)
     err = capsys.readouterr().err
     assert err.startswith("error: the step frame must be") and len(err.splitlines()) == 1
+    assert bench.main(["--step-frame", "80", "--frames", "1"]) == 2  # without --temporal
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --step-frame is a setting of --temporal; add --temporal"]

@@ -60,6 +60,20 @@ def test_each_weights_file_is_scored_as_the_camera_shows_it(tool, iharmony, tmp_
         assert f"| HFlickr | {label} |" in (out / "metrics.md").read_text()
 
 
+def test_the_camera_precision_reaches_the_camera_and_is_logged(tool, monkeypatch, caplog):
+    from vcam_harmonize import harmonizer
+
+    monkeypatch.setattr(harmonizer, "cpu_computes_bfloat16", lambda: True)
+    with caplog.at_level("INFO", logger="eval_camera"):
+        tool.camera_predictor(None, torch.device("cpu"), 64, "global", "float32")
+        tool.camera_predictor(None, torch.device("cpu"), 64, "local")
+    assert "the camera's global network runs in float32" in caplog.text
+    assert "the camera's local network runs in bfloat16" in caplog.text
+    parsed = tool.build_parser().parse_args(["--weights", "composite", "--out", "x",
+                                             "--camera-precision", "float32"])
+    assert parsed.camera_precision == "float32"
+
+
 def test_a_bad_working_resolution_is_one_error_line_and_nothing_written(tool, iharmony,  # noqa: F811
                                                                        tmp_path, capsys):
     code = tool.main(["--iharmony4", str(iharmony), "--weights", "composite",
