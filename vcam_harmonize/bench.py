@@ -37,6 +37,7 @@ every ``refresh_every``-th frame and on every frame; see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -68,12 +69,15 @@ def _inputs(size: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return image.to(device), mask.to(device)
 
 
-def time_forward(model: PHNet, size: int, device: str, repeats: int, half: bool) -> float:
-    """Median milliseconds of one forward pass (after warm-up)."""
+def time_forward(model: PHNet, size: int, device: str, repeats: int,
+                 dtype: torch.dtype | None) -> float:
+    """Median milliseconds of one forward pass (after warm-up), under autocast to
+    ``dtype`` (None: float32)."""
     image, mask = _inputs(size, device)
-    use_amp = half and device.startswith("cuda")
     times = []
-    with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=use_amp):
+    autocast = (contextlib.nullcontext() if dtype is None
+                else torch.autocast(torch.device(device).type, dtype))
+    with torch.inference_mode(), autocast:
         for i in range(repeats + 3):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
@@ -86,8 +90,18 @@ def time_forward(model: PHNet, size: int, device: str, repeats: int, half: bool)
     return statistics.median(times)
 
 
+#: ``precision`` of the model-only rows, by the autocast dtype
+_ROW_PRECISION = {None: "fp32", torch.float16: "fp16-autocast",
+                  torch.bfloat16: "bf16-autocast"}
+
+
 def model_only(configs: list[str], sizes: list[int], devices: list[str], repeats: int,
-               threads: int) -> list[dict]:
+               threads: int, precision: str | None = None) -> list[dict]:
+    """One JSON row a configuration and device. ``precision`` None: float16 autocast on
+    CUDA and float32 on the CPU (the figures that name a machine); "auto" or "float32":
+    the camera's choice for that setting (bfloat16 on a CPU that computes it)."""
+    from vcam_harmonize.harmonizer import autocast_dtype
+
     torch.set_num_threads(threads)
     rows = []
     for name in configs:
@@ -95,13 +109,17 @@ def model_only(configs: list[str], sizes: list[int], devices: list[str], repeats
         params = count_parameters(model)
         macs = {str(s): count_macs(model, s) for s in sizes}
         for device in devices:
+            if precision is None:
+                dtype = torch.float16 if device.startswith("cuda") else None
+            else:
+                dtype = autocast_dtype(torch.device(device), precision)
             net = model.to(device).to(memory_format=torch.channels_last)
             row = {"config": name, "device": device_name(device), "params": params,
                    "gmacs": {k: round(v / 1e9, 3) for k, v in macs.items()},
                    "threads": threads if device == "cpu" else None,
-                   "precision": "fp16-autocast" if device.startswith("cuda") else "fp32",
-                   "median_ms": {str(s): round(time_forward(net, s, device, repeats,
-                                                            half=True), 2) for s in sizes}}
+                   "precision": _ROW_PRECISION[dtype],
+                   "median_ms": {str(s): round(time_forward(net, s, device, repeats, dtype),
+                                               2) for s in sizes}}
             rows.append(row)
             print(json.dumps(row), flush=True)
         model.to("cpu")
@@ -133,11 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--res", type=int, default=256, help="PHNet working resolution")
     pipe.add_argument("--transform", choices=["global", "local"], default=CameraConfig.transform,
                       help="the camera's colour transform (default global)")
-    pipe.add_argument("--precision", choices=["auto", "float32"],
-                      default=CameraConfig.precision,
-                      help="the network's arithmetic in the camera (default auto: bfloat16 "
-                           "on a CPU that has it; --model-only always times float32 on "
-                           "the CPU)")
+    parser.add_argument("--precision", choices=["auto", "float32"],
+                        help="the network's arithmetic (default auto: bfloat16 on a CPU "
+                             "that computes it, as the camera does; with --model-only "
+                             "the default is float32 on the CPU, whose median names a "
+                             "machine)")
     pipe.add_argument("--frames", type=int, default=600, help="frames to time")
     pipe.add_argument("--warmup", type=int, default=60, help="frames before timing starts")
     pipe.add_argument("--video", help="input video (default: the demo clip, written once)")
@@ -190,9 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         devices = [args.device]
     args.devices = devices
-    if args.model_only:
-        model_only(args.configs, args.sizes, devices, args.repeats, args.threads)
+    if args.model_only:  # without --precision: float32 on the CPU, which names a machine
+        model_only(args.configs, args.sizes, devices, args.repeats, args.threads,
+                   args.precision)
         return 0
+    args.precision = args.precision or CameraConfig.precision
     if args.temporal:
         return temporal(args, devices[0])
     from vcam_harmonize.bench_pipeline import run_pipeline_bench

@@ -116,6 +116,26 @@ def test_model_only_prints_one_line_per_configuration(capsys):
     row = json.loads(lines[0])
     assert row["config"] == "lite" and row["params"] == 971729
     assert row["median_ms"]["64"] > 0 and row["gmacs"]["64"] > 0
+    assert row["precision"] == "fp32"  # without --precision: what names a machine
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-autocast"), (False, "fp32")])
+def test_model_only_times_the_cameras_arithmetic_when_asked(native, expected, capsys,
+                                                            monkeypatch):
+    from vcam_harmonize import harmonizer
+
+    monkeypatch.setattr(harmonizer, "cpu_computes_bfloat16", lambda: native)
+    seen = []
+    original = bench.time_forward
+    monkeypatch.setattr(bench, "time_forward",
+                        lambda *a: seen.append(a[-1]) or original(*a))
+    args = ["--model-only", "--configs", "lite", "--sizes", "32", "--repeats", "1",
+            "--device", "cpu"]
+    assert bench.main([*args, "--precision", "auto"]) == 0
+    assert bench.main([*args, "--precision", "float32"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["precision"] for r in rows] == [expected, "fp32"]
+    assert seen == [torch.bfloat16 if native else None, None]
 
 
 def test_the_camera_background_skips_the_harmonization_price(capsys):
