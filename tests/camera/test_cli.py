@@ -365,29 +365,20 @@ def test_the_console_script_exits_normally_with_mains_code(monkeypatch):
     assert leaving.value.code == 3
 
 
-def test_precision_comes_from_the_flag_or_the_config_file(tmp_path, capsys):
+@pytest.mark.parametrize(("key", "default", "other", "wrong", "choices"), [
+    ("transform", "global", "local", "spatial", "global, local"),
+    ("precision", "auto", "float32", "float16", "auto, float32"),
+])
+def test_a_choice_comes_from_the_flag_or_the_config_file(key, default, other, wrong, choices,
+                                                         tmp_path, capsys):
     from vcam_harmonize.cli import build_parser, config_from_args
 
-    assert config_from_args(build_parser().parse_args([])).precision == "auto"
-    assert config_from_args(build_parser().parse_args(["--precision", "float32"])).precision \
-        == "float32"
-    (tmp_path / "p.toml").write_text('precision = "float16"\n')
-    code, _, err = _run(["--config", str(tmp_path / "p.toml"), "--output",
+    assert getattr(config_from_args(build_parser().parse_args([])), key) == default
+    given = build_parser().parse_args([f"--{key}", other])
+    assert getattr(config_from_args(given), key) == other
+    (tmp_path / "c.toml").write_text(f'{key} = "{wrong}"\n')
+    code, _, err = _run(["--config", str(tmp_path / "c.toml"), "--output",
                          str(tmp_path / "o.mp4")], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "precision must be one of auto, float32" in err
-    assert not (tmp_path / "o.mp4").exists()
-
-
-def test_transform_comes_from_the_flag_or_the_config_file(tmp_path, capsys):
-    from vcam_harmonize.cli import build_parser, config_from_args
-
-    assert config_from_args(build_parser().parse_args([])).transform == "global"
-    assert config_from_args(build_parser().parse_args(["--transform", "local"])).transform \
-        == "local"
-    (tmp_path / "t.toml").write_text('transform = "spatial"\n')
-    code, _, err = _run(["--config", str(tmp_path / "t.toml"), "--output",
-                         str(tmp_path / "o.mp4")], capsys)
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "transform must be one of global, local" in err
+    assert f"{key} must be one of {choices}" in err
     assert not (tmp_path / "o.mp4").exists()
