@@ -37,7 +37,6 @@ every ``refresh_every``-th frame and on every frame; see
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import sys
@@ -75,9 +74,9 @@ def time_forward(model: PHNet, size: int, device: str, repeats: int,
     ``dtype`` (None: float32)."""
     image, mask = _inputs(size, device)
     times = []
-    autocast = (contextlib.nullcontext() if dtype is None
-                else torch.autocast(torch.device(device).type, dtype))
-    with torch.inference_mode(), autocast:
+    from vcam_harmonize.harmonizer import autocast_to
+
+    with torch.inference_mode(), autocast_to(torch.device(device).type, dtype):
         for i in range(repeats + 3):
             if device.startswith("cuda"):
                 torch.cuda.synchronize()

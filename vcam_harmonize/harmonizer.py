@@ -357,6 +357,12 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return torch.bfloat16 if device.type == "cpu" and cpu_computes_bfloat16() else None
 
 
+def autocast_to(device_type: str, dtype: torch.dtype | None):
+    """A context that runs the network under autocast to ``dtype`` on ``device_type``
+    ("cpu", "cuda"), or leaves it in float32 for None."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype)
+
+
 def dtype_name(dtype: torch.dtype | None) -> str:
     """"float32" for None (no autocast), else the dtype's name ("bfloat16")."""
     return str(dtype or torch.float32).removeprefix("torch.")
@@ -675,9 +681,7 @@ class Harmonizer:
         with self._model_lock:
             if job.generation != self._generation:
                 return None
-            dtype = self.amp_dtype
-            with (contextlib.nullcontext() if dtype is None
-                  else torch.autocast(self.device.type, dtype)):
+            with autocast_to(self.device.type, self.amp_dtype):
                 hook = None if self._stats is None else self._reading(job)
                 pred = self.model(job.image, job.mask, stats_hook=hook).float()
             target = pred * job.mask + job.image * (1 - job.mask)
