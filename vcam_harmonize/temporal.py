@@ -281,6 +281,16 @@ def undo_gains(before: np.ndarray | None, after: np.ndarray) -> np.ndarray | Non
     return np.clip(np.stack([means[0] / means[1], means[2] / means[3]]), *UNDO_GAINS)
 
 
+def mean_colours(image: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """float64 ``(2, 3)``: the mean colour of the person (weighted by ``mask`` ``(1, 1, H,
+    W)``) and of the background of ``image`` ``(1, 3, H, W)`` in [0, 1]; a side with no
+    weight gets zeros."""
+    image, mask = image.float(), mask.float()
+    sides = torch.stack([(image * mask).sum((0, 2, 3)), (image * (1 - mask)).sum((0, 2, 3))])
+    weights = torch.stack([mask.sum(), (1 - mask).sum()]).clamp_min(1e-6)[:, None]
+    return (sides / weights).double().cpu().numpy()
+
+
 def undo_change(image: torch.Tensor, mask: torch.Tensor, gains: np.ndarray) -> torch.Tensor:
     """``image`` ``(1, 3, H, W)`` in [0, 1] with the person's gains where ``mask``
     ``(1, 1, H, W)`` is and the background's elsewhere, mixed by the mask."""

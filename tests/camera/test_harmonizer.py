@@ -639,3 +639,47 @@ def test_the_bfloat16_network_runs_in_bfloat16_and_shows_what_float32_shows(monk
     changed = np.abs(out_full.astype(int) - frame.astype(int)).max()
     assert changed > 5  # the correction is visible...
     assert diff.max() <= 2 and diff.mean() < 0.3  # ...and bfloat16 leaves it as it is
+
+
+def _record_network_inputs(harmonizer):
+    seen = []
+    forward = harmonizer.model.forward
+
+    def recorder(image, mask, *args, **kwargs):
+        seen.append((image.clone(), mask.clone()))
+        return forward(image, mask, *args, **kwargs)
+
+    harmonizer.model.forward = recorder
+    return seen
+
+
+@pytest.mark.parametrize("transform", ["global", "local"])
+def test_a_run_that_follows_a_change_reads_the_last_regular_frame_relit(transform):
+    """With the colour matrix, the run that follows a lamp reads the frame of the last
+    regular run (where the person stood then) with its colours scaled to this frame's
+    light; the local maps belong to where the person is, so theirs reads this frame."""
+    from vcam_harmonize.temporal import mean_colours
+
+    frame, mask = _scene(seed=5)
+    moved_mask = np.roll(mask, 12, axis=1)  # the person has moved by 12 px
+    lamp = frame.astype(np.float32)
+    lamp[moved_mask > 0] *= np.float32([1.25, 1.15, 1.0])
+    lamp = lamp.clip(0, 255).astype(np.uint8)
+    harmonizer = Harmonizer(smoothing=0.95, refresh_every=24, transform=transform)
+    seen = _record_network_inputs(harmonizer)
+    for index in range(20):  # past the change detector's half second of warm-up
+        harmonizer.harmonize(frame, mask, timestamp=index / 30)
+    assert len(seen) == 1  # the first, regular run
+    harmonizer.harmonize(lamp, moved_mask, timestamp=20 / 30)
+    assert len(seen) == 2  # the change is followed at once
+    (first_image, first_mask), (image, small_mask) = seen
+    now_image, now_mask = harmonizer._small(lamp, moved_mask)
+    if transform == "local":
+        assert torch.equal(image, now_image) and torch.equal(small_mask, now_mask)
+        return
+    assert torch.equal(small_mask, first_mask) and not torch.equal(small_mask, now_mask)
+    # the old frame, re-lit: its person's and background's mean colours are this frame's
+    np.testing.assert_allclose(mean_colours(image, small_mask), mean_colours(now_image, now_mask),
+                               atol=2 / 255)
+    assert np.abs(mean_colours(image, small_mask)
+                  - mean_colours(first_image, first_mask))[0].max() > 0.05
