@@ -108,10 +108,9 @@ def model_only(configs: list[str], sizes: list[int], devices: list[str], repeats
         params = count_parameters(model)
         macs = {str(s): count_macs(model, s) for s in sizes}
         for device in devices:
-            if precision is None:
-                dtype = torch.float16 if device.startswith("cuda") else None
-            else:
-                dtype = autocast_dtype(torch.device(device), precision)
+            # without a precision: the camera's on CUDA, float32 on the CPU
+            dtype = autocast_dtype(torch.device(device), precision or (
+                "auto" if device.startswith("cuda") else "float32"))
             net = model.to(device).to(memory_format=torch.channels_last)
             row = {"config": name, "device": device_name(device), "params": params,
                    "gmacs": {k: round(v / 1e9, 3) for k, v in macs.items()},
@@ -138,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--temporal: the light steps at this frame of both clips "
                              "(default: 60 and 65; where the step falls between the "
                              "network's runs moves the settle time)")
+    parser.add_argument("--precision", choices=["auto", "float32"],
+                        help="the network's arithmetic (default auto: bfloat16 on a CPU "
+                             "that computes it, as the camera does; with --model-only "
+                             "the default is float32 on the CPU, whose median names a "
+                             "machine)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[256, 512])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -150,11 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--res", type=int, default=256, help="PHNet working resolution")
     pipe.add_argument("--transform", choices=["global", "local"], default=CameraConfig.transform,
                       help="the camera's colour transform (default global)")
-    parser.add_argument("--precision", choices=["auto", "float32"],
-                        help="the network's arithmetic (default auto: bfloat16 on a CPU "
-                             "that computes it, as the camera does; with --model-only "
-                             "the default is float32 on the CPU, whose median names a "
-                             "machine)")
     pipe.add_argument("--frames", type=int, default=600, help="frames to time")
     pipe.add_argument("--warmup", type=int, default=60, help="frames before timing starts")
     pipe.add_argument("--video", help="input video (default: the demo clip, written once)")
